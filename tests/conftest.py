@@ -23,10 +23,16 @@ def _docker_redis() -> Iterator[str] | None:
     """A Redis container when a Docker engine answers; None without one (fails in milliseconds)."""
     if os.environ.get("SIDECAR_TEST_NO_DOCKER"):
         return None
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return None
     try:
         import docker  # type: ignore[import-untyped]
 
-        docker.from_env().ping()
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
     except Exception:
         return None
     from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
