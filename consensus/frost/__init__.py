@@ -1,0 +1,41 @@
+"""FROST threshold Schnorr signatures on secp256k1 (RFC 9591), with the BIP-340 suite Nostr keys need.
+
+Modules: ``group`` (order, strict point/scalar parsing), ``suite`` (the two ciphersuites and H1..H5), ``keys``
+(trusted dealer with Feldman VSS, key objects), ``messages`` (commitments and signature shares on the wire),
+``signing`` (a member's rounds one and two), ``coordinator`` (share checks, aggregation, verification).
+
+Errors: ``ValueError`` for a caller's mistake, ``InvalidContribution(signer, what)`` for a member's (or, with
+``signer=None``, a dealer's) invalid contribution. Secrets never appear in a repr or an error.
+"""
+
+from consensus.errors import InvalidContribution
+from consensus.frost.coordinator import aggregate, verify, verify_signature_share
+from consensus.frost.group import N, check_identifier, parse_point, parse_scalar
+from consensus.frost.keys import KeyPackage, PublicKeyPackage, SecretShare, trusted_dealer_keygen, vss_verify
+from consensus.frost.messages import SignatureShare, SigningCommitments
+from consensus.frost.signing import SigningNonces, commit, sign
+from consensus.frost.suite import SECP256K1, SECP256K1_TR, Ciphersuite
+
+__all__ = [
+    "N",
+    "SECP256K1",
+    "SECP256K1_TR",
+    "Ciphersuite",
+    "InvalidContribution",
+    "KeyPackage",
+    "PublicKeyPackage",
+    "SecretShare",
+    "SignatureShare",
+    "SigningCommitments",
+    "SigningNonces",
+    "aggregate",
+    "check_identifier",
+    "commit",
+    "parse_point",
+    "parse_scalar",
+    "sign",
+    "trusted_dealer_keygen",
+    "verify",
+    "verify_signature_share",
+    "vss_verify",
+]

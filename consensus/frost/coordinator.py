@@ -1,0 +1,138 @@
+"""The coordinator's side of FROST (RFC 9591 section 5.3): share verification, aggregation, and ``verify``.
+
+``aggregate`` computes R once, sums the shares and verifies the final signature. Because the Lagrange-weighted
+verifying shares sum to the group key, a signature that verifies proves the shares were good enough; only when
+it fails is every share checked on its own, to name the culprit (as the ZF crate does). A share check is
+z_i*G == R_i + c*lambda_i*Y_i, with R_i = D_i + rho_i*E_i, and in the BIP-340 suite R_i and Y_i negated when
+R or the group key has odd y.
+
+Rules: the coordinator holds no secret; the caller's mistakes (sets that do not match, non-members) are
+``ValueError``; a bad share is ``InvalidContribution(identifier, ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from coincurve import PublicKey, PublicKeyXOnly
+
+from consensus.errors import InvalidContribution
+from consensus.frost.group import N, base_mul, lagrange_coefficient, mul, parse_point, point_sum
+from consensus.frost.keys import PublicKeyPackage
+from consensus.frost.messages import SignatureShare, SigningCommitments
+from consensus.frost.signing import group_commitment, prepare
+from consensus.frost.suite import Ciphersuite
+
+
+def _prepare_for(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments],
+                 public_key_package: PublicKeyPackage) -> tuple[list[SigningCommitments], list[int]]:
+    if not isinstance(public_key_package, PublicKeyPackage):
+        raise ValueError("public_key_package must be a PublicKeyPackage")
+    ordered, rhos = prepare(suite, message, commitments, public_key_package.group_public_key,
+                            public_key_package.min_signers)
+    for c in ordered:
+        public_key_package.verifying_point(c.identifier)  # ValueError for a non-member
+    return ordered, rhos
+
+
+def _share_holds(suite: Ciphersuite, share: SignatureShare, commitment: SigningCommitments, rho: int, lam: int,
+                 challenge: int, r_odd: bool, public_key_package: PublicKeyPackage) -> bool:
+    # z*G == sr*(D + rho*E) + sy*c*lam*Y  <=>  sr*z*G == D + rho*E + sr*sy*c*lam*Y   (sr, sy = +-1)
+    sign_r = -1 if suite.bip340 and r_odd else 1
+    sign_y = -1 if suite.bip340 and public_key_package.group_public_key[0] == 3 else 1
+    lhs = base_mul(sign_r * share.z)
+    rhs = point_sum([commitment.hiding_point, mul(commitment.binding_point, rho),
+                     mul(public_key_package.verifying_point(share.identifier), sign_r * sign_y * challenge * lam)])
+    return (lhs.format() if lhs else None) == (rhs.format() if rhs else None)
+
+
+def verify_signature_share(suite: Ciphersuite, share: SignatureShare, message: bytes,
+                           commitments: Sequence[SigningCommitments],
+                           public_key_package: PublicKeyPackage) -> None:
+    """Check one member's share; raises ``InvalidContribution(share.identifier, ...)`` if it is wrong.
+
+    ``ValueError`` if the share's member has no commitment in the list or is not in the key package.
+    """
+    if not isinstance(share, SignatureShare):
+        raise ValueError("share must be a SignatureShare")
+    ordered, rhos = _prepare_for(suite, message, commitments, public_key_package)
+    ids = [c.identifier for c in ordered]
+    if share.identifier not in ids:
+        raise ValueError(f"member {share.identifier} has no commitment in the list")
+    r = group_commitment(ordered, rhos).format()
+    challenge = suite.challenge(r, suite.signing_key(public_key_package.group_public_key), message)
+    k = ids.index(share.identifier)
+    if not _share_holds(suite, share, ordered[k], rhos[k], lagrange_coefficient(share.identifier, ids),
+                        challenge, r[0] == 3, public_key_package):
+        raise InvalidContribution(share.identifier, "signature share does not verify")
+
+
+def aggregate(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments],
+              shares: Sequence[SignatureShare], public_key_package: PublicKeyPackage) -> bytes:
+    """Combine the signers' shares into the group signature (64 bytes BIP-340, or 65 in the RFC suite).
+
+    ``ValueError`` unless the shares come from exactly the members of the commitment list, all in the key
+    package; ``InvalidContribution`` naming the first member whose share is wrong if the result does not verify.
+    """
+    ordered, rhos = _prepare_for(suite, message, commitments, public_key_package)
+    if isinstance(shares, (bytes, str)) or not all(isinstance(s, SignatureShare) for s in shares):
+        raise ValueError("shares must be a sequence of SignatureShare")
+    by_id = {s.identifier: s for s in shares}
+    ids = [c.identifier for c in ordered]
+    if len(by_id) != len(shares) or sorted(by_id) != ids:
+        raise ValueError("the shares must come from exactly the members of the commitment list, once each")
+    r_point = group_commitment(ordered, rhos)
+    r = r_point.format()
+    z = sum(s.z for s in shares) % N
+    signature = suite.encode_signature(r, z)
+    group_key = public_key_package.group_public_key
+    if suite.bip340:
+        if PublicKeyXOnly(group_key[1:]).verify(signature, message):
+            return signature
+    elif _plain_holds(suite, r_point, r, z, public_key_package.group_point, group_key, message):
+        return signature
+    challenge = suite.challenge(r, suite.signing_key(group_key), message)
+    for k, c in enumerate(ordered):
+        share = by_id[c.identifier]
+        if not _share_holds(suite, share, c, rhos[k], lagrange_coefficient(c.identifier, ids), challenge,
+                            r[0] == 3, public_key_package):
+            raise InvalidContribution(c.identifier, "signature share does not verify")
+    raise InvalidContribution(None, "signature does not verify although every share does: "
+                                    "the public key package is inconsistent")
+
+
+def _plain_holds(suite: Ciphersuite, r_point: PublicKey, r: bytes, z: int, y_point: PublicKey, group_key: bytes,
+                 message: bytes) -> bool:
+    """RFC 9591 verification: z*G == R + c*Y."""
+    lhs = base_mul(z)
+    rhs = point_sum([r_point, mul(y_point, suite.challenge(r, group_key, message))])
+    return lhs is not None and rhs is not None and lhs.format() == rhs.format()
+
+
+def verify(suite: Ciphersuite, message: bytes, signature: bytes, group_public_key: bytes) -> bool:
+    """Verify a group signature. BIP-340 suite: a 64-byte signature, key 32 bytes x-only or 33 compressed.
+
+    Returns False for any invalid signature (wrong length, R or key not on the curve, z >= n);
+    ``ValueError`` only for a message that is not bytes or a key of the wrong length.
+    """
+    if not isinstance(suite, Ciphersuite):
+        raise ValueError("suite must be a Ciphersuite")
+    if not isinstance(message, bytes) or not isinstance(group_public_key, bytes):
+        raise ValueError("message and group public key must be bytes")
+    key_lengths = (32, 33) if suite.bip340 else (33,)
+    if len(group_public_key) not in key_lengths:
+        raise ValueError(f"group public key must be {' or '.join(map(str, key_lengths))} bytes")
+    if not isinstance(signature, bytes) or len(signature) != suite.signature_length:
+        return False
+    try:
+        if suite.bip340:
+            xonly = group_public_key[-32:]
+            if len(group_public_key) == 33 and group_public_key[0] not in (2, 3):
+                return False
+            return PublicKeyXOnly(xonly).verify(signature, message)
+        r_point = parse_point(signature[:33], None, "R")
+        y_point = parse_point(group_public_key, None, "group public key")
+    except (ValueError, InvalidContribution):
+        return False
+    z = int.from_bytes(signature[33:], "big")
+    return z < N and _plain_holds(suite, r_point, signature[:33], z, y_point, group_public_key, message)

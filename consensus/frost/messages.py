@@ -1,0 +1,114 @@
+"""The two public objects members send while signing, with their wire encodings.
+
+``SigningCommitments`` (round one): identifier (2 bytes, big-endian) || hiding || binding (33-byte compressed
+points), 68 bytes. ``SignatureShare`` (round two): identifier (2 bytes) || z (32 bytes), 34 bytes.
+
+Rules: parsing is strict. A wrong length or an identifier outside 1..65535 is a framing error (``ValueError``);
+an invalid point or scalar is the named member's fault (``InvalidContribution(identifier, ...)``). Building an
+object validates it the same way, and its points are parsed once and kept on the frozen object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coincurve import PublicKey
+
+from consensus.errors import InvalidContribution
+from consensus.frost.group import (
+    N,
+    POINT_LEN,
+    SCALAR_LEN,
+    check_identifier,
+    hex_bytes,
+    parse_point,
+    parse_scalar,
+    scalar_bytes,
+)
+
+COMMITMENTS_LEN = 2 + 2 * POINT_LEN
+SHARE_LEN = 2 + SCALAR_LEN
+
+
+def _frame(data: object, length: int, what: str) -> tuple[int, bytes]:
+    """Split ``identifier || body`` after checking the length; the identifier must be 1..65535."""
+    if not isinstance(data, bytes) or len(data) != length:
+        raise ValueError(f"{what} must be {length} bytes")
+    return check_identifier(int.from_bytes(data[:2], "big")), data[2:]
+
+
+@dataclass(frozen=True)
+class SigningCommitments:
+    """Member ``identifier``'s round-one commitments to its hiding and binding nonces (D_i, E_i)."""
+
+    identifier: int
+    hiding: bytes
+    binding: bytes
+
+    def __post_init__(self) -> None:
+        check_identifier(self.identifier)
+        object.__setattr__(self, "_hiding_point", parse_point(self.hiding, self.identifier, "hiding commitment"))
+        object.__setattr__(self, "_binding_point",
+                           parse_point(self.binding, self.identifier, "binding commitment"))
+
+    @classmethod
+    def _from_points(cls, identifier: int, hiding: PublicKey, binding: PublicKey) -> SigningCommitments:
+        """Build from points this process computed itself (no re-parsing)."""
+        self = object.__new__(cls)
+        for name, value in (("identifier", identifier), ("hiding", hiding.format()), ("binding", binding.format()),
+                            ("_hiding_point", hiding), ("_binding_point", binding)):
+            object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def hiding_point(self) -> PublicKey:
+        return self._hiding_point  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def binding_point(self) -> PublicKey:
+        return self._binding_point  # type: ignore[attr-defined,no-any-return]
+
+    def to_bytes(self) -> bytes:
+        return self.identifier.to_bytes(2, "big") + self.hiding + self.binding
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SigningCommitments:
+        identifier, body = _frame(data, COMMITMENTS_LEN, "signing commitments")
+        return cls(identifier, body[:POINT_LEN], body[POINT_LEN:])
+
+    def hex(self) -> str:
+        return self.to_bytes().hex()
+
+    @classmethod
+    def from_hex(cls, text: str) -> SigningCommitments:
+        return cls.from_bytes(hex_bytes(text, COMMITMENTS_LEN, "signing commitments"))
+
+
+@dataclass(frozen=True)
+class SignatureShare:
+    """Member ``identifier``'s round-two signature share z_i (a public scalar)."""
+
+    identifier: int
+    z: int
+
+    def __post_init__(self) -> None:
+        check_identifier(self.identifier)
+        if type(self.z) is not int or self.z < 0:
+            raise ValueError("signature share must be a non-negative integer")
+        if self.z >= N:
+            raise InvalidContribution(self.identifier, "signature share is not a scalar in range")
+
+    def to_bytes(self) -> bytes:
+        return self.identifier.to_bytes(2, "big") + scalar_bytes(self.z)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SignatureShare:
+        identifier, body = _frame(data, SHARE_LEN, "signature share")
+        return cls(identifier, parse_scalar(body, identifier, "signature share"))
+
+    def hex(self) -> str:
+        return self.to_bytes().hex()
+
+    @classmethod
+    def from_hex(cls, text: str) -> SignatureShare:
+        return cls.from_bytes(hex_bytes(text, SHARE_LEN, "signature share"))
