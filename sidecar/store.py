@@ -1,0 +1,394 @@
+"""The sidecar's durable state in Redis: every key name and every Redis operation, in this one module.
+
+Rules this module keeps:
+- Every key name is built by ``StoreKeys`` under ``dvm-sidecar:{namespace}:{member}:``, so several members
+  (the demo, the tests) and several federations share one Redis without collisions. No other module spells a
+  key.
+- A transition that touches several keys is one Lua script (atomic, one round trip): a reader never sees a job
+  gone from the in-flight index while its events are not yet in the outbox.
+- What is kept only to remember something expires: finished jobs and delivery records after ``job_ttl``, seen
+  requests after ``dedupe_ttl``, seen peer messages after the caller's ``ttl``; the recent-jobs index and the
+  evidence stream are capped. In-flight jobs and pending outbox events never expire: they are what a restarted
+  sidecar resumes.
+- Nothing secret is ever stored. A job's state blob is the core's PUBLIC state (phases, digests, commitments,
+  events; never a share, an identity key or a secret nonce): a full dump of this Redis may be shown to anyone.
+- Redis errors propagate as ``redis.RedisError`` (the caller counts them); only ``ping()`` answers False
+  instead.
+  ``ValueError`` means the caller passed something unusable (an empty or oversized id, a non-positive ttl).
+
+Layout of one member's keys (prefix ``P``):
+  P job:<job_id>              hash   state, phase, updated_at [, outcome, finished_at]; expires once finished
+  P jobs:in-flight            zset   job ids not yet finished, scored by their first save (oldest first)
+  P jobs:recent               zset   recently finished job ids by finished_at, capped (the status page)
+  P outbox:due                zset   event ids still to publish, scored by their next attempt
+  P outbox:event:<event_id>   hash   event, attempts, first_enqueued [, done_at]; expires once delivered
+  P outbox:relays:<event_id>  set    relays that accepted the event; expires with the event's record
+  P seen:request:<id>         string dedupe of customer requests
+  P seen:message:<id>         string replay protection of peer messages
+  P evidence                  stream misbehaviour by members, capped (MAXLEN ~)
+  P inbox                     stream this member's inbox on the ``redis`` peer transport (written by peers)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+ROOT = "dvm-sidecar"
+MAX_ID_CHARS = 256  # ids are hex event ids or short names; a longer one is a caller's bug or a hostile input
+MAX_DETAIL_CHARS = 2000  # evidence details may quote peer input: bounded so a flood cannot grow Redis
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    """Every Redis key name of member ``member`` of federation ``namespace``."""
+
+    namespace: str
+    member: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.namespace, str) or not _NAMESPACE.fullmatch(self.namespace):
+            raise ValueError(
+                f"namespace={self.namespace!r}: use 1-64 characters from A-Z a-z 0-9 . _ - (no ':')"
+            )
+        if isinstance(self.member, bool) or not isinstance(self.member, int) or self.member < 0:
+            raise ValueError(f"member={self.member!r}: a member index is an int >= 0")
+
+    @property
+    def prefix(self) -> str:
+        return f"{ROOT}:{self.namespace}:{self.member}:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def jobs_in_flight(self) -> str:
+        return f"{self.prefix}jobs:in-flight"
+
+    @property
+    def jobs_recent(self) -> str:
+        return f"{self.prefix}jobs:recent"
+
+    @property
+    def outbox_due(self) -> str:
+        return f"{self.prefix}outbox:due"
+
+    def outbox_event(self, event_id: str) -> str:
+        return f"{self.prefix}outbox:event:{event_id}"
+
+    def outbox_relays(self, event_id: str) -> str:
+        return f"{self.prefix}outbox:relays:{event_id}"
+
+    def seen_request(self, request_id: str) -> str:
+        return f"{self.prefix}seen:request:{request_id}"
+
+    def seen_message(self, message_id: str) -> str:
+        return f"{self.prefix}seen:message:{message_id}"
+
+    @property
+    def evidence(self) -> str:
+        return f"{self.prefix}evidence"
+
+    def inbox(self, member: int) -> str:
+        """The inbox stream of ``member`` (any member of this federation, this one included)."""
+        return StoreKeys(self.namespace, member).prefix + "inbox"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    event_id: str
+    event_json: str
+    attempts: int  # publish rounds that ended with a reschedule
+    first_enqueued: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    member: int  # the member who misbehaved
+    kind: str  # e.g. invalid_share, divergent, equivocation
+    job_id: str
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
+class RecentJob:
+    job_id: str
+    phase: str
+    outcome: str
+    finished_at: float
+
+
+# Adds events (ARGV pairs id, json from index ``first_arg``; their hash keys in KEYS from ``first_key``) to
+# the outbox unless a record of the id exists, pending or delivered: enqueueing is idempotent per event id,
+# and a delivered event is not published again.
+_ENQUEUE_LUA = """
+local function enqueue(due_key, first_key, first_arg, now)
+  local k = first_key
+  for i = first_arg, #ARGV, 2 do
+    if redis.call('EXISTS', KEYS[k]) == 0 then
+      redis.call('HSET', KEYS[k], 'event', ARGV[i + 1], 'attempts', 0, 'first_enqueued', now)
+      redis.call('ZADD', due_key, now, ARGV[i])
+    end
+    k = k + 1
+  end
+end
+"""
+
+# KEYS: due, event hashes... ARGV: now, (id, json)...
+_ENQUEUE = _ENQUEUE_LUA + "enqueue(KEYS[1], 2, 2, ARGV[1])\nreturn 1\n"
+
+# KEYS: job, in-flight. ARGV: job_id, state, phase, updated_at. A finished job is never saved again: that
+# would put it back in the in-flight index and resume it after a restart.
+_SAVE_JOB = """
+if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'phase', ARGV[3], 'updated_at', ARGV[4])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+return 1
+"""
+
+# KEYS: job, in-flight, recent, due, event hashes...
+# ARGV: job_id, state, phase, outcome, finished_at, job_ttl_ms, recent_cap, recent_horizon, (id, json)...
+_FINISH_JOB = (
+    _ENQUEUE_LUA
+    + """
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'phase', ARGV[3], 'outcome', ARGV[4],
+           'updated_at', ARGV[5], 'finished_at', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[1])
+enqueue(KEYS[4], 5, 9, ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[7]))
+return 1
+"""
+)
+
+# KEYS: due. ARGV: now, limit, outbox_event key prefix. Returns id, event, attempts, first_enqueued per item.
+# An id without a record (deleted by hand) is dropped so it cannot clog the head of the queue.
+_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', ARGV[3] .. id, 'event', 'attempts', 'first_enqueued')
+  if f[1] then
+    out[#out + 1] = id; out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+# KEYS: due, event hash, relays set. ARGV: event_id, relay, accepted (0/1), now, next_attempt ('' = done),
+# keep_ms. A reschedule adds an attempt only if the event was due: one publish round reported relay by relay
+# counts once. A report for an unknown event creates nothing; a late one for a delivered event only adds the
+# relay.
+_RECORD_PUBLISH = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) end
+if ARGV[5] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  if redis.call('HSETNX', KEYS[2], 'done_at', ARGV[4]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+else
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if score then
+    if tonumber(score) <= tonumber(ARGV[4]) then redis.call('HINCRBY', KEYS[2], 'attempts', 1) end
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[5], ARGV[1])
+  end
+end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+return 1
+"""
+
+
+def _check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        raise ValueError(f"{what} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    return value
+
+
+def _ms(seconds: float, what: str) -> int:
+    if not seconds > 0:
+        raise ValueError(f"{what}={seconds!r}: must be a positive number of seconds")
+    return max(1, round(seconds * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    # The client may or may not decode responses; the store works with both.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _events_args(events: Sequence[tuple[str, str]]) -> list[str]:
+    flat: list[str] = []
+    for event_id, event_json in events:
+        flat += [_check_id(event_id, "event_id"), event_json]
+    return flat
+
+
+class Store:
+    """One member's state in Redis. ``redis`` is a ``redis.asyncio.Redis`` (decoded responses or not)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        namespace: str,
+        member: int,
+        job_ttl: float = 3600.0,
+        dedupe_ttl: float = 86400.0,
+        recent_cap: int = 200,
+        evidence_cap: int = 10_000,
+    ) -> None:
+        self.redis = redis
+        self.keys = StoreKeys(namespace, member)
+        self.job_ttl = job_ttl
+        self._job_ttl_ms = _ms(job_ttl, "job_ttl")
+        self._dedupe_ttl_ms = _ms(dedupe_ttl, "dedupe_ttl")
+        if recent_cap < 1 or evidence_cap < 1:
+            raise ValueError("recent_cap and evidence_cap must be at least 1")
+        self.recent_cap = recent_cap
+        self.evidence_cap = evidence_cap
+        # Scripts run by EVALSHA and are loaded again by themselves after a Redis restart emptied its cache.
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._save_job = redis.register_script(_SAVE_JOB)
+        self._finish_job = redis.register_script(_FINISH_JOB)
+        self._due = redis.register_script(_DUE)
+        self._record_publish = redis.register_script(_RECORD_PUBLISH)
+
+    # -- customer requests and peer messages
+
+    async def claim_request(self, request_id: str) -> bool:
+        """True the first time ``request_id`` is claimed (within ``dedupe_ttl``), False afterwards."""
+        key = self.keys.seen_request(_check_id(request_id, "request_id"))
+        return bool(await self.redis.set(key, 1, nx=True, px=self._dedupe_ttl_ms))
+
+    async def seen_message(self, message_id: str, ttl: float) -> bool:
+        """Replay protection: True if ``message_id`` was seen within ``ttl`` seconds. Marks it seen."""
+        key = self.keys.seen_message(_check_id(message_id, "message_id"))
+        return not await self.redis.set(key, 1, nx=True, px=_ms(ttl, "ttl"))
+
+    # -- jobs
+
+    async def save_job(self, job_id: str, state: bytes, *, phase: str, updated_at: float) -> None:
+        """Store a job's public state blob, the job kept in flight. ValueError once the job finished."""
+        keys = [self.keys.job(_check_id(job_id, "job_id")), self.keys.jobs_in_flight]
+        if not await self._save_job(keys=keys, args=[job_id, state, phase, updated_at]):
+            raise ValueError(f"job {job_id} is finished: its state can no longer be saved")
+
+    async def load_job(self, job_id: str) -> bytes | None:
+        state = await self.redis.hget(self.keys.job(_check_id(job_id, "job_id")), "state")
+        return state.encode() if isinstance(state, str) else state
+
+    async def in_flight(self) -> list[str]:
+        """Ids of the jobs saved and not finished, oldest first: what a restarted sidecar resumes."""
+        return [_text(job_id) for job_id in await self.redis.zrange(self.keys.jobs_in_flight, 0, -1)]
+
+    async def finish_job(
+        self,
+        job_id: str,
+        state: bytes,
+        *,
+        phase: str,
+        outcome: str,
+        events: Sequence[tuple[str, str]] = (),
+        finished_at: float,
+    ) -> None:
+        """In one atomic step: save the final state (expiring after ``job_ttl``), drop the job from the
+        in-flight index, add ``events`` ((event_id, event_json) pairs) to the outbox and list the job as
+        recently finished."""
+        k = self.keys
+        ids = [event_id for event_id, _ in events]
+        keys = [k.job(_check_id(job_id, "job_id")), k.jobs_in_flight, k.jobs_recent, k.outbox_due]
+        keys += [k.outbox_event(event_id) for event_id in ids]
+        args: list[str | bytes | float | int] = [job_id, state, phase, outcome, finished_at, self._job_ttl_ms]
+        args += [self.recent_cap, finished_at - self.job_ttl, *_events_args(events)]
+        await self._finish_job(keys=keys, args=args)
+
+    async def recent_jobs(self, count: int = 50) -> list[RecentJob]:
+        """The last ``count`` finished jobs whose records have not expired, newest first."""
+        ids = [_text(i) for i in await self.redis.zrevrange(self.keys.jobs_recent, 0, max(count, 1) - 1)]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.keys.job(job_id), "phase", "outcome", "finished_at")
+        jobs = []
+        for job_id, (phase, outcome, finished_at) in zip(ids, await pipe.execute()):
+            if outcome is not None:
+                jobs.append(RecentJob(job_id, _text(phase), _text(outcome), float(finished_at)))
+        return jobs
+
+    # -- outbox
+
+    async def enqueue(self, events: Sequence[tuple[str, str]], *, now: float) -> None:
+        """Add (event_id, event_json) pairs to the outbox, due at ``now``. An id already pending or delivered
+        (within ``job_ttl``) is left as it is."""
+        if not events:
+            return
+        keys = [self.keys.outbox_due, *(self.keys.outbox_event(event_id) for event_id, _ in events)]
+        await self._enqueue(keys=keys, args=[now, *_events_args(events)])
+
+    async def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Up to ``limit`` events whose next attempt is at or before ``now``, the earliest first."""
+        flat = await self._due(
+            keys=[self.keys.outbox_due], args=[now, max(limit, 1), self.keys.outbox_event("")]
+        )
+        return [
+            OutboxItem(_text(flat[i]), _text(flat[i + 1]), int(flat[i + 2]), float(flat[i + 3]))
+            for i in range(0, len(flat), 4)
+        ]
+
+    async def record_publish(
+        self, event_id: str, relay: str, accepted: bool, *, now: float, next_attempt: float | None
+    ) -> None:
+        """Record one relay's answer. ``next_attempt`` None: the event is done, removed from the outbox (its
+        delivery record kept for ``job_ttl``); otherwise it is due again at ``next_attempt``."""
+        k = self.keys
+        keys = [k.outbox_due, k.outbox_event(_check_id(event_id, "event_id")), k.outbox_relays(event_id)]
+        nxt = "" if next_attempt is None else next_attempt
+        await self._record_publish(
+            keys=keys, args=[event_id, relay, int(bool(accepted)), now, nxt, self._job_ttl_ms]
+        )
+
+    async def accepted_relays(self, event_id: str) -> set[str]:
+        members = await self.redis.smembers(self.keys.outbox_relays(_check_id(event_id, "event_id")))
+        return {_text(relay) for relay in members}
+
+    async def outbox_depth(self) -> int:
+        """Events still to publish."""
+        return int(await self.redis.zcard(self.keys.outbox_due))
+
+    # -- evidence
+
+    async def record_evidence(self, member: int, kind: str, job_id: str, detail: str, *, at: float) -> None:
+        """Append to the evidence stream (capped near ``evidence_cap`` entries). Evidence often quotes a
+        peer's input, so ``job_id`` and ``detail`` are cut to their bounds rather than refused."""
+        job_id = job_id[:MAX_ID_CHARS]
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+        fields = {"member": int(member), "kind": kind, "job_id": job_id, "detail": detail, "at": at}
+        await self.redis.xadd(self.keys.evidence, fields, maxlen=self.evidence_cap, approximate=True)
+
+    async def evidence(self, count: int = 100) -> list[Evidence]:
+        """The last ``count`` entries, newest first."""
+        entries = await self.redis.xrevrange(self.keys.evidence, count=max(count, 1))
+        out = []
+        for _, raw in entries:
+            f = {_text(name): _text(value) for name, value in raw.items()}
+            out.append(Evidence(int(f["member"]), f["kind"], f["job_id"], f["detail"], float(f["at"])))
+        return out
+
+    # -- health
+
+    async def ping(self) -> bool:
+        """True if Redis answers; False (no exception) if it cannot be reached or answers with an error."""
+        try:
+            return bool(await self.redis.ping())
+        except aioredis.RedisError:
+            return False
