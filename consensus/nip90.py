@@ -1,6 +1,6 @@
 """Nostr events (NIP-01) and the NIP-90 job flow: every kind number and tag name of that flow lives here.
 
-A successor flow (ephemeral request kinds, heartbeats) is an addition to this module, never a change elsewhere.
+A successor flow (ephemeral request kinds, heartbeats) is an addition to this module, not a change elsewhere.
 Rules kept here: pure functions and frozen types; no clock (``created_at`` is always an argument); no signing
 or signature checks (the group signs through FROST, the shell verifies with nostr-sdk); every builder is
 deterministic, so members that agree on the same inputs build the same event id.
@@ -10,9 +10,9 @@ Event ids are computed exactly as NIP-01 and nostr-sdk do: sha256 over the compa
 escaped (``\\n``-style where JSON has one, ``\\u00xx`` otherwise). Strings that are not valid Unicode scalar
 values (lone surrogates) cannot be encoded that way and are refused.
 
-Parsing is strict and refuses with a ``ValueError`` that names the problem: oversize text before it is parsed,
-nesting deeper than an event has, duplicate or unknown fields, wrong types, non-lowercase or mis-sized hex, and
-an id that does not match the content.
+Parsing is strict and refuses with a ``ValueError`` that names the problem: oversize text before it is
+parsed, nesting deeper than an event has, duplicate or unknown fields, wrong types, non-lowercase or mis-sized
+hex, and an id that does not match the content.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ _DIGITS = re.compile(r"[0-9]+")
 Tags = tuple[tuple[str, ...], ...]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # JSON reading with bounds (shared with the policies module)
 
 
@@ -78,7 +78,9 @@ def loads_bounded(text: str | bytes, *, max_bytes: int, max_depth: int, what: st
     elif not isinstance(text, str):
         raise ValueError(f"{what} must be str or bytes, not {type(text).__name__}")
     # a str has at most 4 UTF-8 bytes per character: skip encoding when that bound already fits
-    if len(text) > max_bytes or (len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes):
+    if len(text) > max_bytes or (
+        len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
         raise ValueError(f"{what} is over the {max_bytes}-byte limit")
     if _nesting_exceeds(text, max_depth):
         raise ValueError(f"{what} is nested deeper than {max_depth} levels")
@@ -124,7 +126,7 @@ def dumps_compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Events (NIP-01)
 
 
@@ -264,7 +266,7 @@ class NostrEvent:
         return tuple(tag[1:] for tag in self.tags if tag[0] == name)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Job requests (kind 5000-5999)
 
 
@@ -326,7 +328,7 @@ def _single(event: NostrEvent, name: str) -> tuple[str, ...] | None:
 
 def _parse_input(index: int, values: tuple[str, ...]) -> JobInput:
     if not 2 <= len(values) <= 4:
-        raise ValueError(f"i tag {index} must be [\"i\", data, type, relay?, marker?]")
+        raise ValueError(f'i tag {index} must be ["i", data, type, relay?, marker?]')
     data, kind, *rest = values
     if kind not in INPUT_TYPES:
         raise ValueError(f"i tag {index} has input type {kind!r}; expected one of {sorted(INPUT_TYPES)}")
@@ -345,7 +347,7 @@ def parse_job_request(event: NostrEvent) -> JobRequest:
     params = []
     for index, values in enumerate(event.tag_values("param")):
         if len(values) != 2 or not values[0]:
-            raise ValueError(f"param tag {index} must be [\"param\", key, value] with a non-empty key")
+            raise ValueError(f'param tag {index} must be ["param", key, value] with a non-empty key')
         params.append((values[0], values[1]))
     output = _single(event, "output")
     if output is not None and len(output) != 1:
@@ -378,7 +380,7 @@ def parse_job_request(event: NostrEvent) -> JobRequest:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # A DVM's answer (kind 6xxx result or kind 7000 feedback)
 
 
@@ -425,7 +427,7 @@ def parse_dvm_response(
     return DvmResult(content=event.content, tags=kept)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # What the group publishes (deterministic: the same inputs give the same event id on every member)
 
 
@@ -468,8 +470,9 @@ def build_handler_info(
         if not isinstance(kind, int) or not is_request_kind(kind):
             raise ValueError(f"kind {kind!r} is not a NIP-90 job request kind (5000-5999)")
     try:
-        content = json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"), sort_keys=True,
-                             allow_nan=False)
+        content = json.dumps(
+            dict(metadata), ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"handler metadata is not JSON-serializable: {exc}") from None
     tags = (("d", d), *(("k", str(kind)) for kind in sorted(set(kinds))))
@@ -478,8 +481,8 @@ def build_handler_info(
 
 def reissue_request(request: JobRequest, *, author: str, dvm_pubkey: str, created_at: int) -> UnsignedEvent:
     """A copy of the customer's request for the operator's own DVM: same kind, content and tags, except that
-    every ``p`` tag is replaced by one ``["p", dvm_pubkey]`` at the end (frameworks read the last ``p``) and the
-    ``relays`` tag is dropped (the DVM answers on the private relay only)."""
+    every ``p`` tag is replaced by one ``["p", dvm_pubkey]`` at the end (frameworks read the last ``p``) and
+    the ``relays`` tag is dropped (the DVM answers on the private relay only)."""
     if request.encrypted:
         raise ValueError("an encrypted request cannot be reissued: its content is encrypted to another key")
     _check_hex(dvm_pubkey, _HEX64, "dvm_pubkey")

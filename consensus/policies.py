@@ -58,8 +58,10 @@ class ResultPayload:
         data = loads_bounded(text, max_bytes=max_bytes, max_depth=_PAYLOAD_DEPTH, what="result payload")
         if not isinstance(data, dict):
             raise ValueError("a result payload must be a JSON object")
-        if tuple(data) != _PAYLOAD_FIELDS:
-            raise ValueError(f"a result payload has exactly the fields {list(_PAYLOAD_FIELDS)}, got {list(data)}")
+        if set(data) != set(_PAYLOAD_FIELDS):
+            raise ValueError(
+                f"a result payload has exactly the fields {list(_PAYLOAD_FIELDS)}, got {list(data)}"
+            )
         return cls(content=data["content"], tags=data["tags"])
 
     def digest(self) -> bytes:
@@ -95,7 +97,9 @@ class JsonPolicy:
 
     def canonical(self, result: DvmResult) -> ResultPayload:
         value = _parse_content(result.content)
-        content = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        content = json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        )
         return ResultPayload(content=content, tags=_amount_tags(result))
 
 
@@ -113,7 +117,7 @@ class TagPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.tag, str) or _TAG_NAME.fullmatch(self.tag) is None:
             raise ValueError(
-                f"tag policy name {self.tag!r} must be 1-64 characters of letters, digits, '_', '.', ':' or '-'"
+                f"tag policy name {self.tag!r} must be 1-64 letters, digits, '_', '.', ':' or '-'"
             )
 
     @property
@@ -137,5 +141,5 @@ def parse_policy(spec: str) -> DigestPolicy:
     if spec == "json":
         return JsonPolicy()
     if isinstance(spec, str) and spec.startswith("tag:"):
-        return TagPolicy(spec[len("tag:"):])
+        return TagPolicy(spec[len("tag:") :])
     raise ValueError(f"unknown digest policy {spec!r}: use 'exact', 'json' or 'tag:NAME'")
