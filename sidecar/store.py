@@ -13,8 +13,8 @@ Rules this module keeps:
 - Nothing secret is ever stored. A job's state blob is the core's PUBLIC state (phases, digests, commitments,
   events; never a share, an identity key or a secret nonce): a full dump of this Redis may be shown to anyone.
 - Redis errors propagate as ``redis.RedisError`` (the caller counts them); only ``ping()`` answers False
-  instead.
-  ``ValueError`` means the caller passed something unusable (an empty or oversized id, a non-positive ttl).
+  instead. ``ValueError`` means the caller passed something unusable (an empty or oversized id, a non-positive
+  ttl, a save of a finished job).
 
 Layout of one member's keys (prefix ``P``):
   P job:<job_id>              hash   state, phase, updated_at [, outcome, finished_at]; expires once finished
