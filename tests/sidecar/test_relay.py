@@ -1,0 +1,100 @@
+"""The embedded relay and the nostr-sdk helpers: limits raised, restart on the same port, events across."""
+
+from __future__ import annotations
+
+import pytest
+from nostr_sdk import EventBuilder, Filter, Keys, Kind, ReqTarget
+
+from consensus.nip90 import NostrEvent, UnsignedEvent
+from sidecar.relay import (
+    EmbeddedRelay,
+    EventFeed,
+    RelayLimits,
+    connect_client,
+    free_port,
+    from_sdk_event,
+    publish,
+    sign_with_keys,
+    to_sdk_event,
+    verify,
+)
+
+BURST = 200  # well over nostr-sdk's default of 60 events a minute per connection
+
+
+async def test_burst_is_not_rate_limited_and_reaches_a_second_client() -> None:
+    keys = Keys.generate()
+    async with EmbeddedRelay() as relay:
+        assert relay.url.startswith("ws://127.0.0.1:")
+        sender, listener = await connect_client(relay.url), await connect_client(relay.url)
+        feed = EventFeed(listener)
+        await listener.subscribe(ReqTarget.auto([Filter().kind(Kind(5050))]))
+        sent = set()
+        for index in range(BURST):
+            event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1, 5050, (), str(index)), keys)
+            output = await publish(sender, event)
+            assert output.success and not output.failed, output.failed
+            sent.add(event.id)
+        received = set()
+        while len(received) < BURST and (got := await feed.next(10.0)) is not None:
+            assert verify(got)
+            received.add(from_sdk_event(got).id)
+        assert received == sent
+        await sender.shutdown()
+        await listener.shutdown()
+
+
+async def test_default_limit_would_refuse_the_burst() -> None:
+    """The reason for the raised limits: with nostr-sdk's defaults the same burst is refused."""
+    keys = Keys.generate()
+    async with EmbeddedRelay(limits=RelayLimits(max_subscriptions=20, events_per_minute=60)) as relay:
+        sender = await connect_client(relay.url)
+        refused = []
+        for index in range(BURST // 2):
+            output = await sender.send_event(EventBuilder(Kind(1), str(index)).finalize(keys))
+            refused.extend(output.failed.values())
+        await sender.shutdown()
+    assert refused and all("rate-limited" in reason for reason in refused)
+
+
+async def test_restart_on_the_same_port() -> None:
+    relay = EmbeddedRelay()
+    url = await relay.start()
+    client = await connect_client(url)
+    await relay.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = relay.url
+    assert await relay.start() == url  # the port was released by stop()
+    await client.shutdown()
+    await relay.stop()
+    await relay.stop()  # stopping twice is harmless
+
+
+async def test_given_port_and_unreachable_relay() -> None:
+    port = free_port()
+    async with EmbeddedRelay(port=port) as relay:
+        assert relay.url == f"ws://127.0.0.1:{port}"
+        with pytest.raises(OSError, match="cannot start"):
+            await EmbeddedRelay(port=port).start()
+    with pytest.raises(ConnectionError, match="did not answer"):
+        await connect_client(f"ws://127.0.0.1:{port}", timeout=0.5)
+    with pytest.raises(ValueError, match="not a relay URL"):
+        await connect_client("not a url")
+    with pytest.raises(ValueError):
+        EmbeddedRelay(port=70000)
+    with pytest.raises(ValueError):
+        RelayLimits(events_per_minute=2**32)
+
+
+def test_events_cross_the_boundary() -> None:
+    keys, other = Keys.generate(), Keys.generate()
+    sdk_event = EventBuilder(Kind(6050), 'é\n"x"').finalize(keys)
+    ours = from_sdk_event(sdk_event)
+    assert verify(ours) and verify(sdk_event)
+    assert to_sdk_event(ours).as_json() == sdk_event.as_json()
+    forged = NostrEvent.from_dict({**ours.to_dict(), "sig": "00" * 64})
+    assert not verify(forged)
+    with pytest.raises(ValueError, match="pubkey"):
+        sign_with_keys(ours.unsigned(), other)
+    with pytest.raises(ValueError, match="limit"):
+        from_sdk_event(EventBuilder(Kind(1), "x" * 100).finalize(keys), max_bytes=100)
