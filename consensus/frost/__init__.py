@@ -17,12 +17,12 @@ from consensus.frost.signing import SigningNonces, commit, sign
 from consensus.frost.suite import SECP256K1, SECP256K1_TR, Ciphersuite
 
 __all__ = [
-    "N",
     "SECP256K1",
     "SECP256K1_TR",
     "Ciphersuite",
     "InvalidContribution",
     "KeyPackage",
+    "N",
     "PublicKeyPackage",
     "SecretShare",
     "SignatureShare",

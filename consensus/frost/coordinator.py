@@ -14,10 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coincurve import PublicKey, PublicKeyXOnly
+from coincurve import PublicKeyXOnly
 
 from consensus.errors import InvalidContribution
-from consensus.frost.group import N, base_mul, lagrange_coefficient, mul, parse_point, point_sum
+from consensus.frost.group import (
+    N,
+    Point,
+    base_mul,
+    encode,
+    lagrange_coefficient,
+    mul,
+    point_from_bytes,
+    point_sum,
+    same_point,
+)
 from consensus.frost.keys import PublicKeyPackage
 from consensus.frost.messages import SignatureShare, SigningCommitments
 from consensus.frost.signing import group_commitment, prepare
@@ -25,14 +35,15 @@ from consensus.frost.suite import Ciphersuite
 
 
 def _prepare_for(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments],
-                 public_key_package: PublicKeyPackage) -> tuple[list[SigningCommitments], list[int]]:
+                 public_key_package: PublicKeyPackage) -> tuple[list[SigningCommitments], list[int], list[int]]:
     if not isinstance(public_key_package, PublicKeyPackage):
         raise ValueError("public_key_package must be a PublicKeyPackage")
-    ordered, rhos = prepare(suite, message, commitments, public_key_package.group_public_key,
-                            public_key_package.min_signers)
-    for c in ordered:
-        public_key_package.verifying_point(c.identifier)  # ValueError for a non-member
-    return ordered, rhos
+    ordered, ids, rhos = prepare(suite, message, commitments, public_key_package.group_public_key,
+                                 public_key_package.min_signers)
+    if not public_key_package.has_members(ids):
+        strangers = [i for i in ids if not public_key_package.has_member(i)]
+        raise ValueError(f"{strangers} are not members of this key package")
+    return ordered, ids, rhos
 
 
 def _share_holds(suite: Ciphersuite, share: SignatureShare, commitment: SigningCommitments, rho: int, lam: int,
@@ -40,10 +51,10 @@ def _share_holds(suite: Ciphersuite, share: SignatureShare, commitment: SigningC
     # z*G == sr*(D + rho*E) + sy*c*lam*Y  <=>  sr*z*G == D + rho*E + sr*sy*c*lam*Y   (sr, sy = +-1)
     sign_r = -1 if suite.bip340 and r_odd else 1
     sign_y = -1 if suite.bip340 and public_key_package.group_public_key[0] == 3 else 1
-    lhs = base_mul(sign_r * share.z)
+    lhs = base_mul(sign_r * share.z % N)
     rhs = point_sum([commitment.hiding_point, mul(commitment.binding_point, rho),
-                     mul(public_key_package.verifying_point(share.identifier), sign_r * sign_y * challenge * lam)])
-    return (lhs.format() if lhs else None) == (rhs.format() if rhs else None)
+                     mul(public_key_package.verifying_point(share.identifier), sign_r * sign_y * challenge * lam % N)])
+    return same_point(lhs, rhs)
 
 
 def verify_signature_share(suite: Ciphersuite, share: SignatureShare, message: bytes,
@@ -53,13 +64,12 @@ def verify_signature_share(suite: Ciphersuite, share: SignatureShare, message: b
 
     ``ValueError`` if the share's member has no commitment in the list or is not in the key package.
     """
-    if not isinstance(share, SignatureShare):
+    if type(share) is not SignatureShare:
         raise ValueError("share must be a SignatureShare")
-    ordered, rhos = _prepare_for(suite, message, commitments, public_key_package)
-    ids = [c.identifier for c in ordered]
+    ordered, ids, rhos = _prepare_for(suite, message, commitments, public_key_package)
     if share.identifier not in ids:
         raise ValueError(f"member {share.identifier} has no commitment in the list")
-    r = group_commitment(ordered, rhos).format()
+    r = encode(group_commitment(ordered, rhos))
     challenge = suite.challenge(r, suite.signing_key(public_key_package.group_public_key), message)
     k = ids.index(share.identifier)
     if not _share_holds(suite, share, ordered[k], rhos[k], lagrange_coefficient(share.identifier, ids),
@@ -74,20 +84,19 @@ def aggregate(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningC
     ``ValueError`` unless the shares come from exactly the members of the commitment list, all in the key
     package; ``InvalidContribution`` naming the first member whose share is wrong if the result does not verify.
     """
-    ordered, rhos = _prepare_for(suite, message, commitments, public_key_package)
-    if isinstance(shares, (bytes, str)) or not all(isinstance(s, SignatureShare) for s in shares):
+    ordered, ids, rhos = _prepare_for(suite, message, commitments, public_key_package)
+    if isinstance(shares, (bytes, str)) or not all(type(s) is SignatureShare for s in shares):
         raise ValueError("shares must be a sequence of SignatureShare")
     by_id = {s.identifier: s for s in shares}
-    ids = [c.identifier for c in ordered]
     if len(by_id) != len(shares) or sorted(by_id) != ids:
         raise ValueError("the shares must come from exactly the members of the commitment list, once each")
     r_point = group_commitment(ordered, rhos)
-    r = r_point.format()
-    z = sum(s.z for s in shares) % N
+    r = encode(r_point)
+    z = sum([s.z for s in shares]) % N
     signature = suite.encode_signature(r, z)
     group_key = public_key_package.group_public_key
     if suite.bip340:
-        if PublicKeyXOnly(group_key[1:]).verify(signature, message):
+        if public_key_package.xonly_point.verify(signature, message):
             return signature
     elif _plain_holds(suite, r_point, r, z, public_key_package.group_point, group_key, message):
         return signature
@@ -101,12 +110,10 @@ def aggregate(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningC
                                     "the public key package is inconsistent")
 
 
-def _plain_holds(suite: Ciphersuite, r_point: PublicKey, r: bytes, z: int, y_point: PublicKey, group_key: bytes,
+def _plain_holds(suite: Ciphersuite, r_point: Point, r: bytes, z: int, y_point: Point, group_key: bytes,
                  message: bytes) -> bool:
     """RFC 9591 verification: z*G == R + c*Y."""
-    lhs = base_mul(z)
-    rhs = point_sum([r_point, mul(y_point, suite.challenge(r, group_key, message))])
-    return lhs is not None and rhs is not None and lhs.format() == rhs.format()
+    return same_point(base_mul(z), point_sum([r_point, mul(y_point, suite.challenge(r, group_key, message))]))
 
 
 def verify(suite: Ciphersuite, message: bytes, signature: bytes, group_public_key: bytes) -> bool:
@@ -126,12 +133,11 @@ def verify(suite: Ciphersuite, message: bytes, signature: bytes, group_public_ke
         return False
     try:
         if suite.bip340:
-            xonly = group_public_key[-32:]
             if len(group_public_key) == 33 and group_public_key[0] not in (2, 3):
                 return False
-            return PublicKeyXOnly(xonly).verify(signature, message)
-        r_point = parse_point(signature[:33], None, "R")
-        y_point = parse_point(group_public_key, None, "group public key")
+            return PublicKeyXOnly(group_public_key[-32:]).verify(signature, message)
+        r_point = point_from_bytes(signature[:33], None, "R")
+        y_point = point_from_bytes(group_public_key, None, "group public key")
     except (ValueError, InvalidContribution):
         return False
     z = int.from_bytes(signature[33:], "big")

@@ -1,16 +1,24 @@
-"""The secp256k1 group as FROST uses it: order, strict parsing of points and scalars, small helpers.
+"""The secp256k1 group as FROST uses it: order, strict parsing of points and scalars, point arithmetic.
 
-Rules: every point and scalar that crosses the wire goes through ``parse_point`` / ``parse_scalar``. A wrong
-length is the caller's mistake (``ValueError``); a well-framed but invalid value (off the curve, the identity,
-a scalar >= n) is the sender's (``InvalidContribution``). Secret scalars only ever reach coincurve through
-``PublicKey.from_secret`` (constant time); ``multiply`` is for public scalars and points.
+Rules: every point and scalar that crosses the wire goes through ``parse_point`` / ``parse_scalar`` (or
+``point_from_bytes``). A wrong length is the caller's mistake (``ValueError``); a well-framed but invalid value
+(off the curve, the identity, a scalar >= n) is the sender's (``InvalidContribution``).
+
+Point arithmetic calls libsecp256k1 through coincurve's own cffi binding (the ``lib`` its ``PublicKey`` wraps),
+on ``Point`` handles (``secp256k1_pubkey *``), because the wrappers' per-call overhead is a large share of a
+2-of-3 signing. The identity has no handle: these functions return ``None`` for it, where coincurve would raise.
+Secret scalars only ever reach ``base_mul`` (libsecp256k1's constant-time generator multiplication); ``mul`` is
+for public scalars and points.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from coincurve import PublicKey
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
 
 from consensus.errors import InvalidContribution
 
@@ -21,6 +29,10 @@ SCALAR_LEN = 32
 MAX_IDENTIFIER = 65535
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
+Point = Any  # a cffi ``secp256k1_pubkey *``; never the identity
+_CTX = GLOBAL_CONTEXT.ctx  # read-only after creation, like coincurve's own use of it
+_COMPRESSED = lib.SECP256K1_EC_COMPRESSED
+
 
 def check_identifier(identifier: object) -> int:
     """Return ``identifier`` if it is an int in 1..65535, else raise ``ValueError``."""
@@ -29,16 +41,21 @@ def check_identifier(identifier: object) -> int:
     return identifier
 
 
-def parse_point(data: bytes, signer: int | None, what: str = "point") -> PublicKey:
-    """Parse a 33-byte compressed point; never returns the identity (it has no 33-byte encoding)."""
+def point_from_bytes(data: bytes, signer: int | None, what: str = "point") -> Point:
+    """Parse a 33-byte compressed point to a handle; the identity has no 33-byte encoding."""
     if not isinstance(data, bytes) or len(data) != POINT_LEN:
         raise ValueError(f"{what} must be {POINT_LEN} bytes")
     if data[0] not in (2, 3):
         raise InvalidContribution(signer, f"{what} is not a compressed point")
-    try:
-        return PublicKey(data)
-    except ValueError:
-        raise InvalidContribution(signer, f"{what} is not a point on secp256k1") from None
+    point = ffi.new("secp256k1_pubkey *")
+    if not lib.secp256k1_ec_pubkey_parse(_CTX, point, data, POINT_LEN):
+        raise InvalidContribution(signer, f"{what} is not a point on secp256k1")
+    return point
+
+
+def parse_point(data: bytes, signer: int | None, what: str = "point") -> PublicKey:
+    """Parse a 33-byte compressed point strictly, as a coincurve ``PublicKey``."""
+    return PublicKey(point_from_bytes(data, signer, what))
 
 
 def parse_scalar(data: bytes, signer: int | None, what: str = "scalar", *, nonzero: bool = False) -> int:
@@ -62,38 +79,41 @@ def scalar_bytes(value: int) -> bytes:
     return value.to_bytes(SCALAR_LEN, "big")
 
 
-def mul(point: PublicKey, scalar: int) -> PublicKey | None:
-    """Public scalar times public point; ``None`` stands for the identity (scalar zero)."""
-    scalar %= N
-    return point.multiply(scalar.to_bytes(SCALAR_LEN, "big")) if scalar else None
+def encode(point: Point) -> bytes:
+    """The 33-byte compressed encoding."""
+    out = ffi.new("unsigned char[33]")
+    lib.secp256k1_ec_pubkey_serialize(_CTX, out, ffi.new("size_t *", POINT_LEN), point, _COMPRESSED)
+    return ffi.buffer(out)[:]  # type: ignore[no-any-return]
 
 
-def base_mul(scalar: int) -> PublicKey | None:
-    """scalar * G in constant time (safe for secrets); ``None`` for zero."""
-    scalar %= N
-    return PublicKey.from_secret(scalar.to_bytes(SCALAR_LEN, "big")) if scalar else None
+def base_mul(scalar: int) -> Point | None:
+    """scalar * G in constant time (safe for secrets), for 0 <= scalar < n; ``None`` for zero."""
+    out = ffi.new("secp256k1_pubkey *")
+    return out if lib.secp256k1_ec_pubkey_create(_CTX, out, scalar.to_bytes(SCALAR_LEN, "big")) else None
 
 
-def point_sum(points: Iterable[PublicKey | None]) -> PublicKey | None:
-    """Sum with one ``combine_keys`` call; ``None`` for the identity (coincurve raises on it)."""
-    present = [p for p in points if p is not None]
+def mul(point: Point, scalar: int) -> Point | None:
+    """Public scalar (0 <= scalar < n) times a public point; ``None`` for zero."""
+    out = ffi.new("secp256k1_pubkey *", point[0])
+    return out if lib.secp256k1_ec_pubkey_tweak_mul(_CTX, out, scalar.to_bytes(SCALAR_LEN, "big")) else None
+
+
+def point_sum(points: Sequence[Point | None]) -> Point | None:
+    """Sum with one libsecp256k1 call; ``None`` stands for the identity, in and out."""
+    present = [p for p in points if p is not None] if None in points else points
     if not present:
         return None
-    if len(present) == 1:
-        return present[0]
-    try:
-        return PublicKey.combine_keys(present)
-    except ValueError:
-        return None
+    out = ffi.new("secp256k1_pubkey *")
+    return out if lib.secp256k1_ec_pubkey_combine(_CTX, out, present, len(present)) else None
+
+
+def same_point(a: Point | None, b: Point | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and encode(a) == encode(b))
 
 
 def negate_encoded(point: bytes) -> bytes:
     """-P for a compressed encoding: the same x with the other y parity."""
     return bytes((point[0] ^ 1,)) + point[1:]
-
-
-def has_odd_y(point: bytes) -> bool:
-    return point[0] == 3
 
 
 def lagrange_coefficient(identifier: int, identifiers: Iterable[int]) -> int:

@@ -16,18 +16,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from coincurve import PublicKey
+from coincurve import PublicKeyXOnly
 
 from consensus.errors import InvalidContribution
 from consensus.frost.group import (
     MAX_IDENTIFIER,
-    N,
     POINT_LEN,
+    N,
+    Point,
     base_mul,
     check_identifier,
+    encode,
     hex_bytes,
     mul,
-    parse_point,
+    point_from_bytes,
     point_sum,
 )
 from consensus.frost.suite import Ciphersuite
@@ -58,14 +60,15 @@ def _check_encoded(data: object, what: str) -> bytes:
     return data
 
 
-def _vss_evaluate(commitment: list[PublicKey], identifier: int) -> PublicKey | None:
-    """sum_k C_k * i^k: the verifying share the VSS commitment promises member i."""
-    terms: list[PublicKey | None] = [commitment[0]]
+def _vss_evaluate(commitment: list[Point], identifier: int) -> bytes | None:
+    """sum_k C_k * i^k, encoded: the verifying share the VSS commitment promises member i."""
+    terms: list[Point | None] = [commitment[0]]
     power = 1
     for point in commitment[1:]:
         power = power * identifier % N
         terms.append(mul(point, power))
-    return point_sum(terms)
+    total = point_sum(terms)
+    return None if total is None else encode(total)
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,10 @@ class KeyPackage:
         if type(self.min_signers) is not int or not 2 <= self.min_signers <= MAX_IDENTIFIER:
             raise ValueError("min_signers must be an integer in 2..65535")
         own = base_mul(self.signing_share)
-        if own is None or own.format() != self.verifying_share:
+        if own is None or encode(own) != self.verifying_share:
             raise ValueError("verifying share does not match the signing share")
         try:
-            parse_point(self.group_public_key, None, "group public key")
+            point_from_bytes(self.group_public_key, None, "group public key")
         except InvalidContribution as exc:
             raise ValueError(exc.what) from None
 
@@ -139,11 +142,13 @@ class PublicKeyPackage:
         _check_encoded(self.group_public_key, "group public key")
         if self.vss_commitment[0] != self.group_public_key:
             raise ValueError("VSS commitment does not start with the group public key")
-        points = {i: parse_point(s, None, f"verifying share of member {i}") for i, s in shares}
-        vss = [parse_point(_check_encoded(c, "VSS commitment point"), None, "VSS commitment point")
+        points = {i: point_from_bytes(s, None, f"verifying share of member {i}") for i, s in shares}
+        vss = [point_from_bytes(_check_encoded(c, "VSS commitment point"), None, "VSS commitment point")
                for c in self.vss_commitment]
         object.__setattr__(self, "_points", points)
+        object.__setattr__(self, "_share_bytes", dict(shares))
         object.__setattr__(self, "_vss_points", vss)
+        object.__setattr__(self, "_xonly", PublicKeyXOnly(self.group_public_key[1:]))
 
     @property
     def max_signers(self) -> int:
@@ -159,14 +164,28 @@ class PublicKeyPackage:
         return self.group_public_key[1:]
 
     @property
-    def group_point(self) -> PublicKey:
+    def group_point(self) -> Point:
         return self._vss_points[0]  # type: ignore[attr-defined,no-any-return]
 
-    def verifying_share(self, identifier: int) -> bytes:
-        return self.verifying_point(identifier).format()
+    @property
+    def xonly_point(self) -> PublicKeyXOnly:
+        """The group key as a coincurve BIP-340 verifier."""
+        return self._xonly  # type: ignore[attr-defined,no-any-return]
 
-    def verifying_point(self, identifier: int) -> PublicKey:
-        point: PublicKey | None = self._points.get(identifier)  # type: ignore[attr-defined]
+    def has_member(self, identifier: int) -> bool:
+        return identifier in self._points  # type: ignore[attr-defined]
+
+    def has_members(self, identifiers: Iterable[int]) -> bool:
+        return self._points.keys() >= set(identifiers)  # type: ignore[attr-defined,no-any-return]
+
+    def verifying_share(self, identifier: int) -> bytes:
+        share: bytes | None = self._share_bytes.get(identifier)  # type: ignore[attr-defined]
+        if share is None:
+            raise ValueError(f"{identifier!r} is not a member of this key package")
+        return share
+
+    def verifying_point(self, identifier: int) -> Point:
+        point: Point | None = self._points.get(identifier)  # type: ignore[attr-defined]
         if point is None:
             raise ValueError(f"{identifier!r} is not a member of this key package")
         return point
@@ -175,7 +194,7 @@ class PublicKeyPackage:
         """Check every verifying share against the VSS commitment (t point multiplications per member)."""
         for identifier, share in self.verifying_shares:
             expected = _vss_evaluate(self._vss_points, identifier)  # type: ignore[attr-defined]
-            if expected is None or expected.format() != share:
+            if expected != share:
                 raise InvalidContribution(None, f"verifying share of member {identifier} does not match "
                                                 "the VSS commitment")
 
@@ -274,7 +293,7 @@ def _evaluate(coefficients: Iterable[int], x: int) -> int:
 def _public(secret: int) -> bytes:
     point = base_mul(secret)
     assert point is not None  # callers pass nonzero scalars
-    return point.format()
+    return encode(point)
 
 
 def vss_verify(suite: Ciphersuite, share: SecretShare) -> KeyPackage:
@@ -284,10 +303,10 @@ def vss_verify(suite: Ciphersuite, share: SecretShare) -> KeyPackage:
     """
     if not isinstance(suite, Ciphersuite) or not isinstance(share, SecretShare):
         raise ValueError("vss_verify takes a Ciphersuite and a SecretShare")
-    commitment = [parse_point(c, None, "VSS commitment point") for c in share.vss_commitment]
+    commitment = [point_from_bytes(c, None, "VSS commitment point") for c in share.vss_commitment]
     verifying_share = _public(share.signing_share)
     expected = _vss_evaluate(commitment, share.identifier)
-    if expected is None or expected.format() != verifying_share:
+    if expected != verifying_share:
         raise InvalidContribution(None, f"share for member {share.identifier} does not match the VSS commitment")
     return KeyPackage(
         identifier=share.identifier,

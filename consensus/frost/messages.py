@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coincurve import PublicKey
-
 from consensus.errors import InvalidContribution
 from consensus.frost.group import (
-    N,
     POINT_LEN,
     SCALAR_LEN,
+    N,
+    Point,
     check_identifier,
+    encode,
     hex_bytes,
-    parse_point,
     parse_scalar,
+    point_from_bytes,
     scalar_bytes,
 )
 
@@ -37,6 +37,14 @@ def _frame(data: object, length: int, what: str) -> tuple[int, bytes]:
     return check_identifier(int.from_bytes(data[:2], "big")), data[2:]
 
 
+def _cache(identifier: int, hiding: bytes, binding: bytes, hiding_point: Point,
+           binding_point: Point) -> dict[str, object]:
+    """Derived values kept on a frozen object (outside its fields): parsed points and the RFC 9591 encodings."""
+    id_scalar = scalar_bytes(identifier)
+    return {"_hiding_point": hiding_point, "_binding_point": binding_point, "_id_scalar": id_scalar,
+            "_encoded": id_scalar + hiding + binding}
+
+
 @dataclass(frozen=True)
 class SigningCommitments:
     """Member ``identifier``'s round-one commitments to its hiding and binding nonces (D_i, E_i)."""
@@ -47,26 +55,28 @@ class SigningCommitments:
 
     def __post_init__(self) -> None:
         check_identifier(self.identifier)
-        object.__setattr__(self, "_hiding_point", parse_point(self.hiding, self.identifier, "hiding commitment"))
-        object.__setattr__(self, "_binding_point",
-                           parse_point(self.binding, self.identifier, "binding commitment"))
+        hiding_point = point_from_bytes(self.hiding, self.identifier, "hiding commitment")
+        binding_point = point_from_bytes(self.binding, self.identifier, "binding commitment")
+        self.__dict__.update(_cache(self.identifier, self.hiding, self.binding, hiding_point, binding_point))
 
     @classmethod
-    def _from_points(cls, identifier: int, hiding: PublicKey, binding: PublicKey) -> SigningCommitments:
+    def _from_points(cls, identifier: int, hiding: Point, binding: Point) -> SigningCommitments:
         """Build from points this process computed itself (no re-parsing)."""
         self = object.__new__(cls)
-        for name, value in (("identifier", identifier), ("hiding", hiding.format()), ("binding", binding.format()),
-                            ("_hiding_point", hiding), ("_binding_point", binding)):
-            object.__setattr__(self, name, value)
+        hiding_bytes, binding_bytes = encode(hiding), encode(binding)
+        id_scalar = scalar_bytes(identifier)
+        self.__dict__.update(identifier=identifier, hiding=hiding_bytes, binding=binding_bytes,
+                             _hiding_point=hiding, _binding_point=binding, _id_scalar=id_scalar,
+                             _encoded=id_scalar + hiding_bytes + binding_bytes)
         return self
 
     @property
-    def hiding_point(self) -> PublicKey:
-        return self._hiding_point  # type: ignore[attr-defined,no-any-return]
+    def hiding_point(self) -> Point:
+        return self._hiding_point  # type: ignore[attr-defined]
 
     @property
-    def binding_point(self) -> PublicKey:
-        return self._binding_point  # type: ignore[attr-defined,no-any-return]
+    def binding_point(self) -> Point:
+        return self._binding_point  # type: ignore[attr-defined]
 
     def to_bytes(self) -> bytes:
         return self.identifier.to_bytes(2, "big") + self.hiding + self.binding
@@ -97,6 +107,13 @@ class SignatureShare:
             raise ValueError("signature share must be a non-negative integer")
         if self.z >= N:
             raise InvalidContribution(self.identifier, "signature share is not a scalar in range")
+
+    @classmethod
+    def _computed(cls, identifier: int, z: int) -> SignatureShare:
+        """Build from values this process computed itself (already in range)."""
+        self = object.__new__(cls)
+        self.__dict__.update(identifier=identifier, z=z)
+        return self
 
     def to_bytes(self) -> bytes:
         return self.identifier.to_bytes(2, "big") + scalar_bytes(self.z)

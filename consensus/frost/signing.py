@@ -7,25 +7,27 @@ z_i = d_i + rho_i*e_i + lambda_i*s_i*c. In the BIP-340 suite Y and R are taken w
 the group key has odd y, and (d_i + rho_i*e_i) when R has odd y, exactly as the ZF ``frost-secp256k1-tr`` crate.
 
 Rules: ``SigningNonces`` are single-use, in-memory-only objects; ``sign`` takes the secrets out before using them,
-so a second call raises ``ValueError``, and they refuse to be pickled or copied. Secrets only reach coincurve
-through ``PublicKey.from_secret``: the signer's own D_i + rho_i*E_i is computed as (d_i + rho_i*e_i)*G.
+so a second call raises ``ValueError``, and they refuse to be pickled or copied. Secrets only reach the curve
+through ``base_mul`` (constant time): the signer's own D_i + rho_i*E_i is computed as (d_i + rho_i*e_i)*G.
+This is the hot path of every signing: one pass over the list, one point sum, no repeated parsing.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-
-from coincurve import PublicKey
+from operator import attrgetter
+from typing import Any, SupportsIndex
 
 from consensus.errors import InvalidContribution
 from consensus.frost.group import (
     N,
+    Point,
     base_mul,
+    encode,
     lagrange_coefficient,
     mul,
     point_sum,
-    scalar_bytes,
 )
 from consensus.frost.keys import KeyPackage, Rng
 from consensus.frost.messages import SignatureShare, SigningCommitments
@@ -35,7 +37,7 @@ from consensus.frost.suite import Ciphersuite
 class SigningNonces:
     """Member's secret nonce pair for ONE signature, with the commitments it published for them."""
 
-    __slots__ = ("_hiding", "_binding", "_commitments")
+    __slots__ = ("_binding", "_commitments", "_hiding")
 
     def __init__(self, hiding: int, binding: int, commitments: SigningCommitments) -> None:
         self._hiding: int | None = hiding
@@ -61,27 +63,26 @@ class SigningNonces:
     def __repr__(self) -> str:
         return f"SigningNonces(identifier={self._commitments.identifier}, used={self.used})"
 
-    def __reduce_ex__(self, protocol: object) -> object:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         raise TypeError("secret nonces live only in process memory: they cannot be pickled or copied")
-
-
-def _nonce_generate(suite: Ciphersuite, secret: bytes, rng: Rng) -> int:
-    """RFC 9591 nonce_generate: H3(random_bytes(32) || SerializeScalar(secret)), hedged with the share."""
-    random_bytes = rng(32)
-    if not isinstance(random_bytes, bytes) or len(random_bytes) != 32:
-        raise ValueError("rng must return the number of bytes asked for")
-    return suite.h3(random_bytes + secret)
 
 
 def commit(suite: Ciphersuite, key_package: KeyPackage,
            rng: Rng = os.urandom) -> tuple[SigningNonces, SigningCommitments]:
-    """Round one: fresh nonces (hiding first, then binding) and their public commitments."""
-    if not isinstance(suite, Ciphersuite) or not isinstance(key_package, KeyPackage):
+    """Round one: fresh nonces and their public commitments.
+
+    RFC 9591 nonce_generate, hiding nonce first: H3(random_bytes(32) || SerializeScalar(signing share)), so a
+    weak rng alone does not expose the share.
+    """
+    if type(suite) is not Ciphersuite or not isinstance(key_package, KeyPackage):
         raise ValueError("commit takes a Ciphersuite and a KeyPackage")
-    secret = scalar_bytes(key_package.signing_share)
+    secret = key_package.signing_share.to_bytes(32, "big")
     while True:
-        hiding = _nonce_generate(suite, secret, rng)
-        binding = _nonce_generate(suite, secret, rng)
+        hiding_random, binding_random = rng(32), rng(32)
+        if type(hiding_random) is not bytes or type(binding_random) is not bytes \
+                or len(hiding_random) != 32 or len(binding_random) != 32:
+            raise ValueError("rng must return the number of bytes asked for")
+        hiding, binding = suite.h3_many((hiding_random + secret, binding_random + secret))
         hiding_point, binding_point = base_mul(hiding), base_mul(binding)
         if hiding_point is not None and binding_point is not None:  # a zero nonce: probability ~2^-255
             break
@@ -91,7 +92,7 @@ def commit(suite: Ciphersuite, key_package: KeyPackage,
 
 def encode_commitment_list(commitments: Sequence[SigningCommitments]) -> bytes:
     """RFC 9591 encode_group_commitment_list: SerializeScalar(id) || D || E for each, in identifier order."""
-    return b"".join(scalar_bytes(c.identifier) + c.hiding + c.binding for c in commitments)
+    return b"".join([c._encoded for c in commitments])  # type: ignore[attr-defined]
 
 
 def binding_factor_prefix(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments],
@@ -101,25 +102,35 @@ def binding_factor_prefix(suite: Ciphersuite, message: bytes, commitments: Seque
             + suite.h5(encode_commitment_list(commitments)))
 
 
-def prepare(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments],
-            group_public_key: bytes, min_signers: int) -> tuple[list[SigningCommitments], list[int]]:
-    """Check a commitment list and return it in identifier order with each member's binding factor.
+_by_identifier = attrgetter("identifier")
+
+
+def prepare(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments], group_public_key: bytes,
+            min_signers: int) -> tuple[list[SigningCommitments], list[int], list[int]]:
+    """Check a commitment list; return it in identifier order, the identifiers, and each one's binding factor.
 
     ``ValueError`` for anything but commitment objects, duplicate identifiers, or fewer than ``min_signers``.
     """
-    if not isinstance(suite, Ciphersuite):
-        raise ValueError("suite must be a Ciphersuite")
-    if not isinstance(message, bytes):
-        raise ValueError("message must be bytes")
-    if isinstance(commitments, (bytes, str)) or not all(isinstance(c, SigningCommitments) for c in commitments):
-        raise ValueError("commitments must be a sequence of SigningCommitments")
-    ordered = sorted(commitments, key=lambda c: c.identifier)
-    if any(a.identifier == b.identifier for a, b in zip(ordered, ordered[1:])):
+    if type(suite) is not Ciphersuite or type(message) is not bytes:
+        raise ValueError("need a Ciphersuite and a bytes message")
+    try:
+        ordered = sorted(commitments, key=_by_identifier)
+    except (TypeError, AttributeError):
+        raise ValueError("commitments must be a sequence of SigningCommitments") from None
+    encoded = []
+    suffixes = []
+    for c in ordered:
+        if type(c) is not SigningCommitments:
+            raise ValueError("commitments must be a sequence of SigningCommitments")
+        encoded.append(c._encoded)  # type: ignore[attr-defined]
+        suffixes.append(c._id_scalar)  # type: ignore[attr-defined]
+    ids = [c.identifier for c in ordered]
+    if len(set(ids)) != len(ids):
         raise ValueError("duplicate identifier in the commitment list")
-    if len(ordered) < min_signers:
-        raise ValueError(f"{len(ordered)} commitments, fewer than the {min_signers} signers needed")
-    prefix = binding_factor_prefix(suite, message, ordered, group_public_key)
-    return ordered, suite.h1_many(prefix, [scalar_bytes(c.identifier) for c in ordered])
+    if len(ids) < min_signers:
+        raise ValueError(f"{len(ids)} commitments, fewer than the {min_signers} signers needed")
+    prefix = suite.signing_key(group_public_key) + suite.h4(message) + suite.h5(b"".join(encoded))
+    return ordered, ids, suite.h1_many(prefix, suffixes)
 
 
 def identity_commitment() -> InvalidContribution:
@@ -134,44 +145,48 @@ def sign(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommit
 
     Raises ``ValueError`` if the nonces were already used, this member's commitment is missing from the list
     or differs from ``nonces.commitments``, identifiers repeat, or there are fewer than min_signers.
-    The nonces are consumed (even if a later step fails), never reused.
+    The nonces are consumed once these checks pass, even if a later step fails: they are never reused.
     """
-    if not isinstance(nonces, SigningNonces) or not isinstance(key_package, KeyPackage):
+    if type(nonces) is not SigningNonces or not isinstance(key_package, KeyPackage):
         raise ValueError("sign takes SigningNonces and a KeyPackage")
     if nonces.used:
         raise ValueError("signing nonces already used: one nonce pair signs exactly one message")
-    ordered, rhos = prepare(suite, message, commitments, key_package.group_public_key, key_package.min_signers)
+    group_key = key_package.group_public_key
+    ordered, ids, rhos = prepare(suite, message, commitments, group_key, key_package.min_signers)
     me = key_package.identifier
-    mine = [k for k, c in enumerate(ordered) if c.identifier == me]
-    if not mine:
+    if me not in ids:
         raise ValueError(f"member {me}'s own commitment is not in the commitment list")
-    index = mine[0]
-    if ordered[index] != nonces.commitments:
+    index = ids.index(me)
+    mine = ordered[index]
+    if mine is not nonces._commitments and mine != nonces._commitments:
         raise ValueError(f"member {me}'s commitment in the list is not the one made with these nonces")
     hiding, binding = nonces._take()
 
     own = (hiding + rhos[index] * binding) % N  # d_i + rho_i*e_i: the own term as one secret scalar
-    others = [k for k in range(len(ordered)) if k != index]
-    group_commitment = point_sum([base_mul(own)]
-                                 + [ordered[k].hiding_point for k in others]
-                                 + [mul(ordered[k].binding_point, rhos[k]) for k in others])
-    if group_commitment is None:
+    points = [base_mul(own)]
+    for k, c in enumerate(ordered):
+        if k != index:
+            points += (c._hiding_point, mul(c._binding_point, rhos[k]))  # type: ignore[attr-defined]
+    total = point_sum(points)
+    if total is None:
         raise identity_commitment()
-    r = group_commitment.format()
+    r = encode(total)
     share = key_package.signing_share
     if suite.bip340:
-        if key_package.group_public_key[0] == 3:
+        if group_key[0] == 3:
             share = N - share
         if r[0] == 3:
             own = N - own
-    challenge = suite.challenge(r, suite.signing_key(key_package.group_public_key), message)
-    lam = lagrange_coefficient(me, [c.identifier for c in ordered])
-    return SignatureShare(me, (own + lam * share * challenge) % N)
+    challenge = suite.challenge(r, suite.signing_key(group_key), message)
+    return SignatureShare._computed(me, (own + lagrange_coefficient(me, ids) * share * challenge) % N)
 
 
-def group_commitment(ordered: Sequence[SigningCommitments], rhos: Sequence[int]) -> PublicKey:
-    """R = sum_j D_j + rho_j*E_j (public values only), with one point addition call."""
-    point = point_sum([c.hiding_point for c in ordered] + [mul(c.binding_point, rho) for c, rho in zip(ordered, rhos)])
-    if point is None:
+def group_commitment(ordered: Sequence[SigningCommitments], rhos: Sequence[int]) -> Point:
+    """R = sum_j D_j + rho_j*E_j (public values only), with one point sum."""
+    points: list[Point | None] = []
+    for c, rho in zip(ordered, rhos):
+        points += (c._hiding_point, mul(c._binding_point, rho))  # type: ignore[attr-defined]
+    total = point_sum(points)
+    if total is None:
         raise identity_commitment()
-    return point
+    return total

@@ -106,7 +106,7 @@ def test_signing_intermediates_and_signature(name: str, suite: Ciphersuite) -> N
         commitments.append(made)
 
     prefix = binding_factor_prefix(suite, message, commitments, public.group_public_key)
-    ordered, rhos = prepare(suite, message, commitments, public.group_public_key, public.min_signers)
+    ordered, _, rhos = prepare(suite, message, commitments, public.group_public_key, public.min_signers)
     for c, rho in zip(ordered, rhos):
         out = round_one[c.identifier]
         binding_input = prefix + scalar_bytes(c.identifier)
