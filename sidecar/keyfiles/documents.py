@@ -56,17 +56,16 @@ def read_document(path: str | os.PathLike[str], expected: str | None = None) -> 
     kind = FORMAT_KIND[expected] if expected else "key"
     label = f"{kind} file {path}"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: a FIFO must not hang the open
     except FileNotFoundError:
         raise KeyFileError(f"{label} does not exist") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read {label}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not S_ISREG(mode):
+        os.close(fd)
+        raise KeyFileError(f"{label} is not a regular file")
     with os.fdopen(fd, "rb") as stream:
-        mode = os.fstat(stream.fileno()).st_mode
-        if not S_ISREG(mode):
-            raise KeyFileError(f"{label} is not a regular file")
-        if expected in SECRET_FORMATS:
-            _check_private(path, label, mode)
         try:
             data = stream.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
@@ -92,8 +91,9 @@ def read_document(path: str | os.PathLike[str], expected: str | None = None) -> 
     if expected is not None and found != expected:
         raise KeyFileError(f"{path} is a {FORMAT_KIND[found]} file, not a {kind} file")
     label = f"{FORMAT_KIND[found]} file {path}"
-    if expected is None and found in SECRET_FORMATS:
-        _check_private(path, label, mode)
+    if found in SECRET_FORMATS and mode & 0o077:
+        raise KeyFileError(f"{label} is accessible to other users (mode {S_IMODE(mode):04o}); "
+                           f"run: chmod 600 {path}")
     version = doc.get("version")
     if type(version) is not int:
         raise KeyFileError(f"{label}: 'version' must be an integer")
@@ -102,12 +102,6 @@ def read_document(path: str | os.PathLike[str], expected: str | None = None) -> 
     if found != IDENTITY_FORMAT and doc.get("suite") != SUITE_NAME:
         raise KeyFileError(f"{label}: 'suite' must be {SUITE_NAME!r}")
     return found, doc
-
-
-def _check_private(path: str | os.PathLike[str], label: str, mode: int) -> None:
-    if mode & 0o077:
-        raise KeyFileError(f"{label} is accessible to other users (mode {S_IMODE(mode):04o}); "
-                           f"run: chmod 600 {path}")
 
 
 def check_fields(doc: dict[str, Any], label: str, names: tuple[str, ...]) -> None:

@@ -12,12 +12,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from sidecar.keyfiles.documents import KeyFileError
 
 PASSPHRASE_ENV = "SIDECAR_PASSPHRASE"
+
 
 def read_passphrase(
     passphrase_file: str | os.PathLike[str] | None = None,
@@ -25,7 +26,6 @@ def read_passphrase(
     confirm: bool = False,
     prompt: str = "Passphrase: ",
     environ: Mapping[str, str] = os.environ,
-    ask: Callable[[str], str] = getpass.getpass,
 ) -> str:
     """The passphrase from ``passphrase_file``, else ``$SIDECAR_PASSPHRASE``, else a terminal prompt.
 
@@ -51,10 +51,10 @@ def read_passphrase(
     if not sys.stdin.isatty():
         raise KeyFileError(f"no passphrase: give --passphrase-file FILE or set {PASSPHRASE_ENV} "
                            "(no terminal to ask on)")
-    passphrase = ask(prompt)
+    passphrase = getpass.getpass(prompt)
     if not passphrase:
         raise KeyFileError("empty passphrase")
-    if confirm and ask("Repeat the passphrase: ") != passphrase:
+    if confirm and getpass.getpass("Repeat the passphrase: ") != passphrase:
         raise KeyFileError("the two passphrases differ")
     return passphrase
 
