@@ -7,8 +7,8 @@ Rules: every point and scalar that crosses the wire goes through ``parse_point``
 Point arithmetic calls libsecp256k1 through coincurve's own cffi binding (the ``lib`` its ``PublicKey`` wraps),
 on ``Point`` handles (``secp256k1_pubkey *``), because the wrappers' per-call overhead is a large share of a
 2-of-3 signing. The identity has no handle: these functions return ``None`` for it, where coincurve would raise.
-Secret scalars only ever reach ``base_mul`` (libsecp256k1's constant-time generator multiplication); ``mul`` is
-for public scalars and points.
+Secret scalars only ever reach ``base_mul`` (libsecp256k1's constant-time generator multiplication); ``mul``
+(``tweak_mul``, whose time depends on the scalar) is for public scalars and points only.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def base_mul(scalar: int) -> Point | None:
 
 
 def mul(point: Point, scalar: int) -> Point | None:
-    """Public scalar (0 <= scalar < n) times a public point; ``None`` for zero."""
+    """Public scalar (0 <= scalar < n) times a public point, in variable time; ``None`` for zero."""
     out = ffi.new("secp256k1_pubkey *", point[0])
     return out if lib.secp256k1_ec_pubkey_tweak_mul(_CTX, out, scalar.to_bytes(SCALAR_LEN, "big")) else None
 

@@ -117,20 +117,15 @@ def prepare(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCom
         ordered = sorted(commitments, key=_by_identifier)
     except (TypeError, AttributeError):
         raise ValueError("commitments must be a sequence of SigningCommitments") from None
-    encoded = []
-    suffixes = []
-    for c in ordered:
-        if type(c) is not SigningCommitments:
-            raise ValueError("commitments must be a sequence of SigningCommitments")
-        encoded.append(c._encoded)  # type: ignore[attr-defined]
-        suffixes.append(c._id_scalar)  # type: ignore[attr-defined]
     ids = [c.identifier for c in ordered]
-    if len(set(ids)) != len(ids):
-        raise ValueError("duplicate identifier in the commitment list")
-    if len(ids) < min_signers:
-        raise ValueError(f"{len(ids)} commitments, fewer than the {min_signers} signers needed")
-    prefix = suite.signing_key(group_public_key) + suite.h4(message) + suite.h5(b"".join(encoded))
-    return ordered, ids, suite.h1_many(prefix, suffixes)
+    if len(ids) < min_signers or len(set(ids)) != len(ids) or any(type(c) is not SigningCommitments for c in ordered):
+        if len(ids) < min_signers:
+            raise ValueError(f"{len(ids)} commitments, fewer than the {min_signers} signers needed")
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate identifier in the commitment list")
+        raise ValueError("commitments must be a sequence of SigningCommitments")
+    prefix = suite.signing_key(group_public_key) + suite.h4(message) + suite.h5(encode_commitment_list(ordered))
+    return ordered, ids, suite.h1_many(prefix, [c._id_scalar for c in ordered])  # type: ignore[attr-defined]
 
 
 def identity_commitment() -> InvalidContribution:
