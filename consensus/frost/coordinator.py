@@ -70,7 +70,7 @@ def verify_signature_share(suite: Ciphersuite, share: SignatureShare, message: b
     if share.identifier not in ids:
         raise ValueError(f"member {share.identifier} has no commitment in the list")
     r = encode(group_commitment(ordered, rhos))
-    challenge = suite.challenge(r, suite.signing_key(public_key_package.group_public_key), message)
+    challenge = suite.challenge(r, public_key_package.group_public_key, message)
     k = ids.index(share.identifier)
     if not _share_holds(suite, share, ordered[k], rhos[k], lagrange_coefficient(share.identifier, ids),
                         challenge, r[0] == 3, public_key_package):
@@ -100,7 +100,7 @@ def aggregate(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningC
             return signature
     elif _plain_holds(suite, r_point, r, z, public_key_package.group_point, group_key, message):
         return signature
-    challenge = suite.challenge(r, suite.signing_key(group_key), message)
+    challenge = suite.challenge(r, group_key, message)
     for k, c in enumerate(ordered):
         share = by_id[c.identifier]
         if not _share_holds(suite, share, c, rhos[k], lagrange_coefficient(c.identifier, ids), challenge,

@@ -150,6 +150,10 @@ class PublicKeyPackage:
         object.__setattr__(self, "_vss_points", vss)
         object.__setattr__(self, "_xonly", PublicKeyXOnly(self.group_public_key[1:]))
 
+    def __reduce__(self) -> tuple[type[PublicKeyPackage], tuple[Any, ...]]:
+        # Pickle and copy by the public fields; the cached points are rebuilt (they cannot be pickled).
+        return type(self), (self.min_signers, self.group_public_key, self.verifying_shares, self.vss_commitment)
+
     @property
     def max_signers(self) -> int:
         return len(self.verifying_shares)

@@ -70,6 +70,10 @@ class SigningCommitments:
                              _encoded=id_scalar + hiding_bytes + binding_bytes)
         return self
 
+    def __reduce__(self) -> tuple[type[SigningCommitments], tuple[int, bytes, bytes]]:
+        # Pickle and copy by the public fields; the cached points are rebuilt (they cannot be pickled).
+        return type(self), (self.identifier, self.hiding, self.binding)
+
     @property
     def hiding_point(self) -> Point:
         return self._hiding_point  # type: ignore[attr-defined]

@@ -124,7 +124,8 @@ def prepare(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCom
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate identifier in the commitment list")
         raise ValueError("commitments must be a sequence of SigningCommitments")
-    prefix = suite.signing_key(group_public_key) + suite.h4(message) + suite.h5(encode_commitment_list(ordered))
+    encoded = b"".join([c._encoded for c in ordered])  # type: ignore[attr-defined]
+    prefix = suite.signing_key(group_public_key) + suite.h4(message) + suite.h5(encoded)
     return ordered, ids, suite.h1_many(prefix, [c._id_scalar for c in ordered])  # type: ignore[attr-defined]
 
 
@@ -172,7 +173,7 @@ def sign(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommit
             share = N - share
         if r[0] == 3:
             own = N - own
-    challenge = suite.challenge(r, suite.signing_key(group_key), message)
+    challenge = suite.challenge(r, group_key, message)  # x-only in BIP-340: the parity of Y does not enter
     return SignatureShare._computed(me, (own + lagrange_coefficient(me, ids) * share * challenge) % N)
 
 

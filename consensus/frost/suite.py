@@ -32,8 +32,9 @@ def _hash_to_field(prefix: bytes, suffixes: Iterable[bytes], tails: tuple[bytes,
     """hash_to_field(prefix || suffix, count=1) for each suffix: expand_message_xmd(SHA-256) to L = 48 bytes,
     reduced mod n. The shared prefix is absorbed once; this runs several times per signing, so it is one loop."""
     tail0, tail1, tail2 = tails
-    absorbed = _Z_PAD_STATE.copy()
+    absorbed = _Z_PAD_STATE  # only ever copied below
     if prefix:
+        absorbed = absorbed.copy()
         absorbed.update(prefix)
     values = []
     for suffix in suffixes:
@@ -100,7 +101,7 @@ class Ciphersuite:
         return b"\x02" + group_public_key[1:] if self.bip340 else group_public_key
 
     def challenge(self, group_commitment: bytes, group_public_key: bytes, message: bytes) -> int:
-        """c = H2(enc(R) || enc(Y) || msg); x-only encodings in the BIP-340 suite."""
+        """c = H2(enc(R) || enc(Y) || msg); x-only encodings in the BIP-340 suite (so either parity of Y works)."""
         if self.bip340:
             digest = sha256(_BIP340_CHALLENGE_PREFIX + group_commitment[1:] + group_public_key[1:] + message).digest()
             return int.from_bytes(digest, "big") % N

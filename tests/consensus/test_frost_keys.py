@@ -3,7 +3,9 @@ of reprs and errors, and every public object round-trips through bytes, hex and 
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from dataclasses import replace
 
 import nostr_sdk
@@ -137,3 +139,13 @@ def test_key_package_rejects_bad_fields() -> None:
         with pytest.raises(ValueError):
             replace(kp, **changes)  # type: ignore[arg-type]
     assert isinstance(replace(kp), KeyPackage)
+
+
+def test_public_objects_pickle_and_copy() -> None:
+    group = new_group(SECP256K1_TR, 2, 3, seed=10)
+    run = round_one(group, [1, 2], b"m" * 32, seed=11)
+    for obj in (group.public, run.commitments[0], group.key_packages[1], round_two(group, run)[0]):
+        for make_copy in (copy.copy, copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+            assert make_copy(obj) == obj
+    copied = copy.deepcopy(group.public)
+    assert copied.verifying_share(2) == group.public.verifying_share(2)
