@@ -69,6 +69,7 @@ class Scenario:
     split: bool = False  # honest DVMs all answer differently (a non-deterministic DVM): no quorum possible
     crash_point: str = "start"
     horizon: float = 600.0
+    restarts: tuple[tuple[int, float], ...] = ()  # (member, at): its process restarts then (``restart``)
 
     def behaviour(self, member: int) -> str:
         return dict(self.faulty).get(member, "honest")
@@ -92,6 +93,13 @@ class Outcome:
         if REQUEST_KIND + 1000 in kinds:
             return "published"
         return "no_quorum" if kinds else "none"
+
+
+@dataclass(frozen=True)
+class _Restart:
+    """A scheduled process restart (not an input of the state machine: the simulator handles it)."""
+
+    job_id: str
 
 
 class _Keys:
@@ -138,6 +146,9 @@ class Simulation:
         for member, behaviour in sc.faulty:
             if behaviour not in BEHAVIOURS or not 1 <= member <= sc.n:
                 raise ValueError(f"bad faulty member {member}: {behaviour}")
+        for member, at in sc.restarts:
+            if not 1 <= member <= sc.n or not at >= 0:
+                raise ValueError(f"bad restart of member {member} at {at}")
         self.sc = sc
         self.seed = seed
         self.rand = random.Random(seed)
@@ -148,7 +159,7 @@ class Simulation:
         }
         self.states: dict[int, JobState | None] = {i: None for i in self.members}
         self.hook = step_hook or (lambda member, thunk: thunk())
-        self.queue: list[tuple[float, int, int, Input]] = []
+        self.queue: list[tuple[float, int, int, Input | _Restart]] = []
         self.timers: dict[tuple[int, str], float] = {}
         self.seq = 0
         self.now = 0.0
@@ -170,7 +181,7 @@ class Simulation:
     def behaviour(self, member: int) -> str:
         return self.sc.behaviour(member)
 
-    def _push(self, at: float, member: int, event: Input) -> None:
+    def _push(self, at: float, member: int, event: Input | _Restart) -> None:
         self.seq += 1
         heapq.heappush(self.queue, (at, self.seq, member, event))
 
@@ -187,11 +198,16 @@ class Simulation:
             if self.behaviour(member) == "crash" and self.sc.crash_point == "start":
                 self.crashed.add(member)
             self._push(self.rand.uniform(0, self.sc.network.delay_max), member, RequestSeen(request))
+        for member, at in self.sc.restarts:
+            self._push(at, member, _Restart(self.job_id))
         while self.queue:
             at, _, member, event = heapq.heappop(self.queue)
             if at > self.sc.horizon:
                 break
             self.now = at
+            if isinstance(event, _Restart):
+                self.restart(member)
+                continue
             if isinstance(event, TimerFired) and self.timers.get((member, event.name)) != at:
                 continue  # replaced by a later SetTimer
             self._deliver(member, event)
