@@ -316,6 +316,8 @@ def _on_announce(st: _Step, sender: int, msg: Announce) -> None:
     if previous is None:
         st.update(announcements={**st.s.announcements, sender: Announcement(msg.digest, msg.payload)})
         _record_divergence(st, sender)
+    if st.s.phase is Phase.DONE:
+        return  # a late announcement is only evidence: it must not reopen agreement on a finished job
     _offer(st, sender, msg.commitment)
     _check_agreement(st)
     _coordinate(st)
@@ -426,6 +428,10 @@ def _on_done(st: _Step, sender: int, msg: Done) -> None:
         told = st.s.announcements.get(signer)
         if msg.target is not Target.NO_QUORUM and told is not None and told.digest != msg.digest:
             st.evidence(signer, "equivocation", "signed a digest other than the one it announced here")
+    if st.s.target is None:  # agreement seen only through DONE: what divergence is measured against
+        st.update(target=msg.target, digest=msg.digest)
+        for member in sorted(st.s.announcements):
+            _record_divergence(st, member)
     _finish(st, outcome=_outcome(st, msg.target), event=event.with_signature(msg.signature), signers=msg.signers)
 
 
