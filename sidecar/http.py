@@ -1,15 +1,16 @@
 """The sidecar's HTTP side: ``/metrics``, ``/healthz``, ``/readyz`` and a status page for humans at ``/``.
 
 Rules it keeps:
-- read-only, and bound to 127.0.0.1 unless the operator asks for another address (a container binds 0.0.0.0 and
-  publishes the port on the host's loopback only).
+- read-only, and bound to 127.0.0.1 unless the operator asks for another address (a container binds 0.0.0.0
+  and publishes the port on the host's loopback only).
 - only public facts: the snapshot types below have no field that could carry a key, a share or a nonce; every
   string on the HTML page is escaped.
-- ``/healthz`` answers 200 while the process serves requests. ``/readyz`` answers 200 only when every readiness
-  check the service reports is true; a probe that raises or hangs past its timeout is a 503, never an error page.
+- ``/healthz`` answers 200 while the process serves requests. ``/readyz`` answers 200 only when every
+  readiness check the service reports is true; a probe that raises or hangs past its timeout is a 503,
+  never an error page.
 
-The service plugs in through ``StatusSource``: an async readiness probe (named checks, by convention ``redis``,
-``public_relay`` and ``canary``) and a synchronous snapshot of what the status page shows.
+The service plugs in through ``StatusSource``: an async readiness probe (named checks, by convention
+``redis``, ``public_relay`` and ``canary``) and a synchronous snapshot of what the status page shows.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class StatusSnapshot:
-    """What the status page shows; ``now`` is the Unix time the snapshot was taken (ages are relative to it)."""
+    """What the status page shows; ``now`` is the Unix time of the snapshot (ages are relative to it)."""
 
     federation_npub: str
     threshold: int
@@ -91,7 +92,7 @@ class Readiness:
 
 
 async def probe_readiness(source: StatusSource, timeout: float = READINESS_TIMEOUT) -> Readiness:
-    """Run the source's checks within ``timeout``. No checks at all is not ready: nothing was shown to work."""
+    """Run the source's checks within ``timeout``. No checks at all is not ready: nothing showed it works."""
     try:
         async with asyncio.timeout(timeout):
             checks = {str(name): bool(ok) for name, ok in (await source.readiness()).items()}
@@ -153,7 +154,9 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-async def start_http(app: web.Application, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> HttpServer:
+async def start_http(
+    app: web.Application, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> HttpServer:
     """Serve ``app`` on ``host:port`` (port 0 picks a free one) until ``stop()``."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -209,8 +212,9 @@ def render_status_page(snapshot: StatusSnapshot, readiness: Readiness) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-family:monospace}}</style></head>
 <body><h1>dvm-sidecar</h1>
-<p>Federation <code>{e(snapshot.federation_npub)}</code>: {snapshot.threshold} of {len(snapshot.members)} members
-must agree. Version {e(snapshot.version)}. Status at {e(taken)}: <strong>{e(ready)}</strong>.</p>
+<p>Federation <code>{e(snapshot.federation_npub)}</code>:
+{snapshot.threshold} of {len(snapshot.members)} members must agree. Version {e(snapshot.version)}.
+Status at {e(taken)}: <strong>{e(ready)}</strong>.</p>
 <h2>Readiness</h2><table>{"".join(checks)}</table>
 <h2>Members</h2><table>{"".join(members)}</table>
 <h2>Recent jobs</h2><table>{"".join(jobs)}</table>

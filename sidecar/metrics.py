@@ -1,18 +1,18 @@
 """Every Prometheus metric of one sidecar, on the sidecar's own registry.
 
 Rules this module keeps (https://prometheus.io/docs/practices/naming):
-- one prefix, ``dvm_sidecar_``; base units (``_seconds``); counters end in ``_total``; metadata in a ``*_info``
-  gauge set to 1.
-- labels only from bounded sets fixed at start: the closed vocabularies below, the configured job kinds and relay
-  URLs, and member indices (``peer``). Never a job id, event id or pubkey. The helpers raise ``ValueError`` for a
-  label value outside its set, so a typo fails in a test instead of growing a new series.
+- one prefix, ``dvm_sidecar_``; base units (``_seconds``); counters end in ``_total``; metadata in a
+  ``*_info`` gauge set to 1.
+- labels only from bounded sets fixed at start: the closed vocabularies below, the configured job kinds and
+  relay URLs, and member indices (``peer``). Never a job id, event id or pubkey. The helpers raise
+  ``ValueError`` for a label value outside its set, so a typo fails in a test instead of growing a new series.
 - every known label value is initialised to 0 at start, so a rate over a series that never moved still exists
   ("avoid missing metrics").
-- the ``*_created`` series (each counter's start time) are left out; they double the exposition for no use here.
+- the ``*_created`` series (each counter's start time) are left out; they double the exposition for no use.
 - nothing secret is ever a label or a value.
 
-One ``Metrics`` per sidecar: each instance has its own ``CollectorRegistry``, so several sidecars (the demo, the
-tests) live in one process without clashing.
+One ``Metrics`` per sidecar: each instance has its own ``CollectorRegistry``, so several sidecars (the demo,
+the tests) live in one process without clashing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ Phase = Literal["dvm", "agreement", "signing", "publishing"]
 RequestRejectReason = Literal[
     "malformed", "oversize", "encrypted", "duplicate", "wrong_kind", "stale", "unaddressed"
 ]
-PeerMessageType = Literal["announce", "sign_request", "share", "done"]
+PeerMessageType = Literal["announce", "give_up", "sign_request", "share", "done"]
 PeerRejectReason = Literal["unknown_author", "bad_signature", "stale", "replay", "malformed", "oversize"]
 PublishResult = Literal["accepted", "rejected", "error"]
 CanaryResult = Literal["ok", "wrong", "timeout", "error"]
@@ -42,8 +42,8 @@ PEER_REJECT_REASONS: tuple[PeerRejectReason, ...] = get_args(PeerRejectReason)
 PUBLISH_RESULTS: tuple[PublishResult, ...] = get_args(PublishResult)
 CANARY_RESULTS: tuple[CanaryResult, ...] = get_args(CanaryResult)
 
-# Phases wait on a DVM, on relays and on co-signers: tens of milliseconds on loopback, seconds to minutes across
-# public relays. The default buckets (5 ms .. 10 s) would put every slow round in +Inf.
+# Phases wait on a DVM, on relays and on co-signers: tens of milliseconds on loopback, seconds to minutes
+# across public relays. The default buckets (5 ms .. 10 s) would put every slow round in +Inf.
 PHASE_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # Sessions per signature: 1 when every chosen signer answers; ROAST allows up to n - t + 1.
 SESSION_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5, 8, 13, 21, 34)
@@ -52,8 +52,8 @@ SESSION_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5, 8, 13, 21, 34)
 class _Registry(CollectorRegistry):
     """A registry that leaves out the ``*_created`` samples.
 
-    prometheus-client can only switch them off process-wide (``disable_created_metrics()``); filtering here keeps
-    that choice local to the sidecar's own registry.
+    prometheus-client can only switch them off process-wide (``disable_created_metrics()``); filtering here
+    keeps that choice local to the sidecar's own registry.
     """
 
     def collect(self) -> Iterable[Metric]:
@@ -97,7 +97,8 @@ class Metrics:
             ["kind"], registry=reg,
         )
         self.requests_rejected = Counter(
-            "dvm_sidecar_requests_rejected_total", "Job requests ignored, by reason.", ["reason"], registry=reg
+            "dvm_sidecar_requests_rejected_total", "Job requests ignored, by reason.", ["reason"],
+            registry=reg,
         )
         self.jobs = Counter(
             "dvm_sidecar_jobs_total", "Jobs finished, by outcome.", ["outcome"], registry=reg
@@ -135,7 +136,8 @@ class Metrics:
             "Unix time of the last valid message from each member (0 = never).", ["peer"], registry=reg,
         )
         self.peer_messages = Counter(
-            "dvm_sidecar_peer_messages_total", "Valid peer messages received, by type.", ["type"], registry=reg
+            "dvm_sidecar_peer_messages_total", "Valid peer messages received, by type.", ["type"],
+            registry=reg,
         )
         self.peer_messages_rejected = Counter(
             "dvm_sidecar_peer_messages_rejected_total", "Peer messages dropped, by reason.", ["reason"],
@@ -158,7 +160,8 @@ class Metrics:
             "dvm_sidecar_redis_errors_total", "Redis commands that failed.", registry=reg
         )
         self.canary = Counter(
-            "dvm_sidecar_canary_total", "Canary jobs sent to the own DVM, by result.", ["result"], registry=reg
+            "dvm_sidecar_canary_total", "Canary jobs sent to the own DVM, by result.", ["result"],
+            registry=reg,
         )
         self.canary_last_success = Gauge(
             "dvm_sidecar_canary_last_success_timestamp_seconds",
@@ -183,14 +186,14 @@ class Metrics:
             self.peer_last_seen.labels(peer)
         for message_type in PEER_MESSAGE_TYPES:
             self.peer_messages.labels(message_type)
-        for reason in PEER_REJECT_REASONS:
-            self.peer_messages_rejected.labels(reason)
+        for peer_reason in PEER_REJECT_REASONS:
+            self.peer_messages_rejected.labels(peer_reason)
         for relay in self.relays:
             self.relay_connected.labels(relay)
             for result in PUBLISH_RESULTS:
                 self.relay_publish.labels(relay, result)
-        for result in CANARY_RESULTS:
-            self.canary.labels(result)
+        for canary_result in CANARY_RESULTS:
+            self.canary.labels(canary_result)
 
     def _peer(self, member: int) -> str:
         return _check(str(member), self.members, "peer")

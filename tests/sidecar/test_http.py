@@ -1,4 +1,4 @@
-"""sidecar.http against real parts: a Redis server, a nostr-sdk relay and client, the real Metrics registry."""
+"""sidecar.http against real parts: a Redis server, a nostr-sdk relay and client, the Metrics registry."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 class LiveStatus:
-    """A StatusSource backed by real parts: a Redis ping, a relay's connection state, the last canary result."""
+    """A StatusSource backed by real parts: a Redis ping, a relay's connection state, the last canary."""
 
     def __init__(self, redis: aioredis.Redis, client: Client, relay: RelayUrl, metrics: Metrics) -> None:
         self.redis, self.client, self.relay, self.metrics = redis, client, relay, metrics
@@ -161,7 +161,9 @@ async def test_ready_only_when_redis_relay_and_canary_are_good(http: TestClient,
     assert status == 503 and body["checks"] == {"redis": True, "public_relay": True, "canary": False}
 
 
-async def test_not_ready_when_redis_stops(http: TestClient, source: LiveStatus, redis_server: RedisServer) -> None:
+async def test_not_ready_when_redis_stops(
+    http: TestClient, source: LiveStatus, redis_server: RedisServer
+) -> None:
     source.record_canary("ok")
     assert (await readyz(http))[0] == 200
     redis_server.stop()
@@ -171,7 +173,9 @@ async def test_not_ready_when_redis_stops(http: TestClient, source: LiveStatus, 
     assert (await http.get("/healthz")).status == 200  # the process is still up
 
 
-async def test_not_ready_when_the_relay_goes_away(http: TestClient, source: LiveStatus, relay: LocalRelay) -> None:
+async def test_not_ready_when_the_relay_goes_away(
+    http: TestClient, source: LiveStatus, relay: LocalRelay
+) -> None:
     source.record_canary("ok")
     assert (await readyz(http))[0] == 200
     relay.shutdown()

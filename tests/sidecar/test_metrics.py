@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 from prometheus_client import generate_latest
 
@@ -31,7 +33,7 @@ def value(m: Metrics, name: str, **labels: str) -> float | None:
 def test_every_known_series_starts_at_zero() -> None:
     m = make()
     assert value(m, "dvm_sidecar_build_info", version="1.2.3") == 1
-    expected: list[tuple[str, dict[str, str]]] = [
+    expected: list[tuple[str, Mapping[str, str]]] = [
         *(("dvm_sidecar_requests_seen_total", {"kind": k}) for k in ("5050", "5100")),
         *(("dvm_sidecar_requests_rejected_total", {"reason": r}) for r in REQUEST_REJECT_REASONS),
         *(("dvm_sidecar_jobs_total", {"outcome": o}) for o in OUTCOMES),
@@ -42,14 +44,15 @@ def test_every_known_series_starts_at_zero() -> None:
         *((name, {"peer": p}) for p in ("1", "2", "3") for name in (
             "dvm_sidecar_invalid_contributions_total", "dvm_sidecar_divergent_results_total",
             "dvm_sidecar_equivocations_total", "dvm_sidecar_peer_last_seen_timestamp_seconds")),
-        *(("dvm_sidecar_relay_publish_total", {"relay": r, "result": res}) for r in RELAYS for res in PUBLISH_RESULTS),
+        *(("dvm_sidecar_relay_publish_total", {"relay": r, "result": res})
+          for r in RELAYS for res in PUBLISH_RESULTS),
         *(("dvm_sidecar_relay_connected", {"relay": r}) for r in RELAYS),
         ("dvm_sidecar_jobs_in_flight", {}), ("dvm_sidecar_outbox_depth", {}),
         ("dvm_sidecar_redis_errors_total", {}), ("dvm_sidecar_signing_sessions_count", {}),
         ("dvm_sidecar_canary_last_success_timestamp_seconds", {}),
     ]
     for name, labels in expected:
-        assert m.registry.get_sample_value(name, labels) == 0, (name, labels)
+        assert m.registry.get_sample_value(name, dict(labels)) == 0, (name, labels)
 
 
 def test_exposition_has_no_created_series_and_only_the_prefix() -> None:
