@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests use for real: a Redis server.
+# System tools the tests use for real: a Redis server; promtool and prometheus (the deploy checks).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
