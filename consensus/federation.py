@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from consensus.frost import SECP256K1_TR, Ciphersuite, PublicKeyPackage
 from consensus.policies import DigestPolicy, parse_policy
@@ -54,7 +55,7 @@ class Federation:
     def threshold(self) -> int:
         return self.keys.min_signers
 
-    @property
+    @cached_property
     def members(self) -> tuple[int, ...]:
         return tuple(identifier for identifier, _ in self.keys.verifying_shares)
 

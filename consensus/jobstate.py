@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from consensus.frost import SignatureShare, SigningCommitments
@@ -54,7 +55,7 @@ class Session:
     started_at: float
     shares: tuple[SignatureShare, ...] = ()
 
-    @property
+    @cached_property
     def signers(self) -> frozenset[int]:
         return frozenset(c.identifier for c in self.commitments)
 

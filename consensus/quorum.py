@@ -71,6 +71,7 @@ class Member:
         self.me = key_package.identifier
         self._rng = rng
         self._nonces: dict[str, dict[bytes, frost.SigningNonces]] = {}
+        self._rotations: dict[str, tuple[int, ...]] = {}  # per job, dropped with its nonces
 
     def __repr__(self) -> str:
         return f"Member({self.me} of {self.federation.n}, t={self.federation.threshold})"
@@ -85,6 +86,14 @@ class Member:
 
     def forget(self, job_id: str) -> None:
         self._nonces.pop(job_id, None)
+        self._rotations.pop(job_id, None)
+
+    def rotation(self, job_id: str) -> tuple[int, ...]:
+        """The job's coordinator order, computed once per job (it is asked for on every peer message)."""
+        order = self._rotations.get(job_id)
+        if order is None:
+            order = self._rotations[job_id] = self.federation.rotation(job_id)
+        return order
 
     def nonces_held(self, job_id: str) -> int:
         return len(self._nonces.get(job_id, {}))
@@ -479,7 +488,7 @@ def _eligible(st: _Step) -> list[int]:
         support = set(s.gave_up)
     else:
         support = {m for m, a in s.announcements.items() if a.digest == s.digest}
-    return [m for m in st.fed.rotation(s.job_id) if m in support]
+    return [m for m in st.m.rotation(s.job_id) if m in support]
 
 
 def _coordinate(st: _Step) -> None:
@@ -524,9 +533,14 @@ def _complete(st: _Step, session: Session) -> None:
     fed = st.fed
     try:
         signature = frost.aggregate(fed.suite, session.event_id, session.commitments, session.shares, fed.keys)
-    except InvalidContribution:
-        culprits = set()
+    except InvalidContribution as exc:
+        # aggregate checks the shares in identifier order and names the first invalid one: the shares before
+        # it are known good, so only the later ones are checked here (each check recomputes R: O(t) points)
+        first = exc.signer
+        culprits = set() if first is None else {first}
         for share in session.shares:
+            if first is not None and share.identifier <= first:
+                continue
             try:
                 frost.verify_signature_share(fed.suite, share, session.event_id, session.commitments, fed.keys)
             except InvalidContribution:
