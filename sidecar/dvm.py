@@ -1,0 +1,218 @@
+"""The DVM side: an embedded private relay that is the operator's DVM's ONLY relay, the forwarding of requests
+to it, and the mapping of its answers back to jobs.
+
+Modes: ``reissue`` (default) re-signs a copy of the customer's request with the operator's identity key and
+``p`` = the DVM's key, for DVMs that serve only requests addressed to themselves; ``passthrough`` injects the
+customer's event unchanged, for DVMs configured to answer for the group key. Only events signed by the
+configured DVM key count as answers. The DVM's raw result never leaves this relay: what reaches the public
+relays is the federation's co-signed event.
+
+The canary: a request the sidecar itself sends its DVM every so often with a known answer, because a DVM's own
+heartbeat can lie. Its outcome feeds a metric and readiness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nostr_sdk import Filter, Keys, Kind, PublicKey, ReqTarget
+
+from consensus.effects import LocalError, LocalResult
+from consensus.nip90 import (
+    FEEDBACK_KIND,
+    DvmFeedback,
+    DvmResult,
+    JobRequest,
+    NostrEvent,
+    UnsignedEvent,
+    parse_dvm_response,
+    reissue_request,
+    result_kind,
+)
+from sidecar.metrics import Metrics
+from sidecar.relay import EmbeddedRelay, EventFeed, connect_client, from_sdk_event, publish, sign_with_keys
+
+log = logging.getLogger("dvm_sidecar.dvm")
+
+FORWARDED_MEMORY = 20_000  # forwarded request ids remembered for mapping answers back
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    kind: int
+    input: str
+    expected: str
+    interval: float
+    timeout: float
+
+
+class DvmAdapter:
+    """Runs the private relay, forwards requests, and turns the DVM's answers into core inputs."""
+
+    def __init__(
+        self,
+        *,
+        operator_keys: Keys,
+        dvm_pubkey: str,
+        mode: str,
+        kinds: tuple[int, ...],
+        deliver: Callable[[LocalResult | LocalError], Awaitable[None]],
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        canary: CanarySpec | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if mode not in ("reissue", "passthrough"):
+            raise ValueError(f"dvm mode must be reissue or passthrough, not {mode!r}")
+        self.keys = operator_keys
+        self.dvm_pubkey = dvm_pubkey
+        self.mode = mode
+        self.kinds = kinds
+        self.deliver = deliver
+        self.metrics = metrics
+        self.relay = EmbeddedRelay(host=host, port=port)
+        self.canary = canary
+        self.clock = clock
+        self._forwarded: OrderedDict[str, str] = OrderedDict()  # id the DVM sees -> job id
+        self._canaries: dict[str, asyncio.Future[str | None]] = {}
+        self.canary_ok: bool | None = None
+        self.dvm_seen = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def url(self) -> str:
+        return self.relay.url
+
+    async def start(self) -> str:
+        url = await self.relay.start()
+        self.client = await connect_client(url)
+        self.listener = await connect_client(url)
+        feed = EventFeed(self.listener)
+        kinds = [Kind(result_kind(k)) for k in self.kinds] + [Kind(FEEDBACK_KIND)]
+        await self.listener.subscribe(ReqTarget.auto([Filter().author(PublicKey.parse(self.dvm_pubkey)).kinds(kinds)]))
+        self._tasks.append(asyncio.create_task(self._listen(feed)))
+        if self.canary is not None:
+            self._tasks.append(asyncio.create_task(self._canary_loop(self.canary)))
+        return url
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in (getattr(self, "client", None), getattr(self, "listener", None)):
+            if client is not None:
+                await client.shutdown()
+        await self.relay.stop()
+
+    # --- forwarding ---
+
+    async def run(self, request: JobRequest) -> None:
+        """Forward a job request to the DVM (the core's RunDvm effect)."""
+        if self.mode == "passthrough":
+            event = request.event
+        else:
+            unsigned = reissue_request(
+                request, author=self.keys.public_key().to_hex(), dvm_pubkey=self.dvm_pubkey,
+                created_at=int(self.clock()),
+            )
+            event = sign_with_keys(unsigned, self.keys)
+        self._remember(event.id, request.event.id)
+        output = await publish(self.client, event)
+        if not output.success:
+            log.error("job %s: the private relay refused the forwarded request: %s", request.event.id, output.failed)
+            await self.deliver(LocalError(request.event.id, "error"))
+
+    def _remember(self, forwarded_id: str, job_id: str) -> None:
+        self._forwarded[forwarded_id] = job_id
+        while len(self._forwarded) > FORWARDED_MEMORY:
+            self._forwarded.popitem(last=False)
+
+    # --- answers ---
+
+    async def _listen(self, feed: EventFeed) -> None:
+        async for sdk_event in feed:
+            try:
+                event = from_sdk_event(sdk_event)
+            except ValueError as exc:
+                log.warning("ignored a malformed event from the DVM: %s", exc)
+                continue
+            if event.pubkey != self.dvm_pubkey:
+                continue
+            self.dvm_seen = True
+            forwarded = next((t[1] for t in event.tags if len(t) >= 2 and t[0] == "e"), None)
+            if forwarded is None:
+                continue
+            if forwarded in self._canaries:
+                self._canary_answer(forwarded, event)
+                continue
+            job_id = self._forwarded.get(forwarded)
+            if job_id is None:
+                continue
+            try:
+                answer = parse_dvm_response(event, forwarded)
+            except ValueError as exc:
+                log.warning("job %s: unusable answer from the DVM: %s", job_id, exc)
+                continue
+            await self._answer(job_id, answer)
+
+    async def _answer(self, job_id: str, answer: DvmResult | DvmFeedback) -> None:
+        if isinstance(answer, DvmResult):
+            await self.deliver(LocalResult(job_id, answer))
+        elif answer.status == "error":
+            log.info("job %s: the DVM reported an error: %s", job_id, answer.info)
+            await self.deliver(LocalError(job_id, "error"))
+        elif answer.status == "payment-required":
+            log.error(
+                "job %s: the DVM asked for payment; make it free for the sidecar's key %s "
+                "(the federation collects payment, not each DVM)", job_id, self.keys.public_key().to_bech32(),
+            )
+            await self.deliver(LocalError(job_id, "error"))
+        else:
+            log.debug("job %s: DVM status %s", job_id, answer.status)
+
+    # --- canary ---
+
+    async def _canary_loop(self, spec: CanarySpec) -> None:
+        while True:
+            await self.run_canary(spec)
+            await asyncio.sleep(spec.interval)
+
+    async def run_canary(self, spec: CanarySpec) -> bool:
+        """Send the canary request and compare the answer; updates the metric and readiness."""
+        tags = (("i", spec.input, "text"), ("p", self.dvm_pubkey))
+        unsigned = UnsignedEvent(self.keys.public_key().to_hex(), int(self.clock()), spec.kind, tags, "")
+        event = sign_with_keys(unsigned, self.keys)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._canaries[event.id] = future
+        try:
+            await publish(self.client, event)
+            content = await asyncio.wait_for(future, spec.timeout)
+            result = "ok" if content == spec.expected else ("error" if content is None else "wrong")
+        except TimeoutError:
+            result = "timeout"
+        finally:
+            self._canaries.pop(event.id, None)
+        self.canary_ok = result == "ok"
+        self.metrics.canary_finished(result)  # type: ignore[arg-type]
+        if not self.canary_ok:
+            log.warning("canary: %s", result)
+        return self.canary_ok
+
+    def _canary_answer(self, forwarded: str, event: NostrEvent) -> None:
+        future = self._canaries[forwarded]
+        if future.done():
+            return
+        try:
+            answer = parse_dvm_response(event, forwarded)
+        except ValueError:
+            return
+        if isinstance(answer, DvmResult):
+            future.set_result(answer.content)
+        elif answer.status in ("error", "payment-required"):
+            future.set_result(None)

@@ -1,0 +1,190 @@
+"""The public side: job requests in from the federation's relays, co-signed events out through the outbox.
+
+Intake refuses, and counts, what is not a job for this federation: oversize or malformed events, bad
+signatures, kinds not served, encrypted requests (not supported yet), requests too old or dated in the future,
+requests addressed elsewhere, and duplicates (the store's dedupe survives restarts). Publication goes through
+the Redis outbox: an event stays there, retried with backoff, until every relay took it (or enough tries ended
+with at least one relay holding it), and the relays that accepted it are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+import redis
+from nostr_sdk import Client, Event, Filter, Kind, PublicKey, RelayStatus, RelayUrl, ReqTarget, Timestamp
+
+from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
+from sidecar.metrics import Metrics
+from sidecar.relay import EventFeed, from_sdk_event, publish
+from sidecar.store import Store
+
+log = logging.getLogger("dvm_sidecar.public")
+
+MAX_REQUEST_AGE = 900.0  # seconds; older requests are stale (clients stop listening long before)
+MAX_CLOCK_SKEW = 300.0  # seconds a request may be dated in the future
+GIVE_UP_ATTEMPTS = 10  # after this many rounds an event some relay holds leaves the outbox
+
+
+class PublicSide:
+    def __init__(
+        self,
+        *,
+        relays: Sequence[str],
+        group_pubkey: str,
+        kinds: Sequence[int],
+        accept_unaddressed: bool,
+        store: Store,
+        metrics: Metrics,
+        on_request: Callable[[JobRequest], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.relays = tuple(relays)
+        self.group_pubkey = group_pubkey
+        self.kinds = tuple(kinds)
+        self.accept_unaddressed = accept_unaddressed
+        self.store = store
+        self.metrics = metrics
+        self.on_request = on_request
+        self.clock = clock
+        self.client = Client()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._labels: dict[str, str] = {}
+
+    async def start(self) -> None:
+        for url in self.relays:
+            parsed = RelayUrl.parse(url)
+            self._labels[str(parsed)] = url
+            await self.client.add_relay(parsed)
+        await self.client.connect(timedelta(seconds=5))
+        feed = EventFeed(self.client)
+        query = Filter().kinds([Kind(k) for k in self.kinds]).since(Timestamp.from_secs(int(self.clock() - MAX_REQUEST_AGE)))
+        if not self.accept_unaddressed:
+            query = query.pubkey(PublicKey.parse(self.group_pubkey))
+        await self.client.subscribe(ReqTarget.auto([query]))
+        self._tasks += [
+            asyncio.create_task(self._intake(feed)),
+            asyncio.create_task(self._publisher()),
+            asyncio.create_task(self._watch_relays()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.shutdown()
+
+    def wake(self) -> None:
+        """A new event is in the outbox: publish now rather than at the next poll."""
+        self._wake.set()
+
+    async def connected(self) -> int:
+        relays = await self.client.relays()
+        return sum(1 for relay in relays.values() if relay.status() == RelayStatus.CONNECTED)
+
+    # --- intake ---
+
+    async def _intake(self, feed: EventFeed) -> None:
+        async for sdk_event in feed:
+            try:
+                await self._accept(sdk_event)
+            except redis.RedisError:
+                self.metrics.redis_error()
+                log.exception("request intake: Redis error")
+
+    async def _accept(self, sdk_event: Event) -> None:
+        reject = self.metrics.request_rejected
+        try:
+            event = from_sdk_event(sdk_event, max_bytes=MAX_EVENT_BYTES)
+        except ValueError as exc:
+            reject("oversize" if "exceeds" in str(exc) or "bytes" in str(exc) else "malformed")
+            return
+        if event.kind not in self.kinds:
+            reject("wrong_kind")
+            return
+        if not sdk_event.verify():
+            reject("malformed")
+            return
+        try:
+            request = parse_job_request(event)
+        except ValueError as exc:
+            log.info("request %s refused: %s", event.id, exc)
+            reject("malformed")
+            return
+        if request.encrypted:
+            log.info("request %s is encrypted: not supported yet, skipped", event.id)
+            reject("encrypted")
+            return
+        now = self.clock()
+        if not now - MAX_REQUEST_AGE <= event.created_at <= now + MAX_CLOCK_SKEW:
+            reject("stale")
+            return
+        if not self._addressed(request):
+            reject("unaddressed")
+            return
+        if not await self.store.claim_request(event.id):
+            reject("duplicate")
+            return
+        self.metrics.request_seen(event.kind)
+        await self.on_request(request)
+
+    def _addressed(self, request: JobRequest) -> bool:
+        if self.group_pubkey in request.service_providers:
+            return True
+        return self.accept_unaddressed and not request.service_providers
+
+    # --- publication ---
+
+    async def _publisher(self) -> None:
+        while True:
+            try:
+                await self._publish_due()
+            except redis.RedisError:
+                self.metrics.redis_error()
+                log.exception("outbox: Redis error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()
+
+    async def _publish_due(self) -> None:
+        items = await self.store.due(self.clock())
+        for item in items:
+            event = NostrEvent.from_json(item.event_json)
+            try:
+                output = await publish(self.client, event)
+                accepted = {self._label(str(url)) for url in output.success}
+                failed = {self._label(str(url)): str(err) for url, err in output.failed.items()}
+            except Exception as exc:  # nostr-sdk raises its own errors when no relay is reachable
+                accepted, failed = set(), {url: str(exc) for url in self.relays}
+            already = await self.store.accepted_relays(item.event_id)
+            missing = [url for url in self.relays if url not in accepted and url not in already]
+            done = not missing or (item.attempts + 1 >= GIVE_UP_ATTEMPTS and (accepted or already))
+            next_attempt = None if done else self.clock() + min(60.0, 2.0 ** item.attempts)
+            for url in self.relays:
+                if url in accepted:
+                    self.metrics.relay_published(url, "accepted")
+                elif url in failed:
+                    self.metrics.relay_published(url, "rejected" if "rejected" in failed[url].lower() else "error")
+            for url in self.relays:
+                await self.store.record_publish(
+                    item.event_id, url, url in accepted, now=self.clock(), next_attempt=next_attempt
+                )
+        self.metrics.set_outbox_depth(await self.store.outbox_depth())
+
+    def _label(self, url: str) -> str:
+        return self._labels.get(url, self._labels.get(url.rstrip("/"), url))
+
+    async def _watch_relays(self) -> None:
+        while True:
+            relays = await self.client.relays()
+            for url, relay in relays.items():
+                label = self._label(str(url))
+                if label in self.relays:
+                    self.metrics.set_relay_connected(label, relay.status() == RelayStatus.CONNECTED)
+            await asyncio.sleep(2.0)

@@ -1,0 +1,245 @@
+"""Runs the pure quorum core for every job of one member: feeds inputs, persists states, carries out effects.
+
+Rules it keeps:
+- one input at a time per job (a lock per job), so the core sees a sequential history;
+- the new state is written to Redis BEFORE any effect leaves the process: a member that crashes after sending
+  a share has the share's session recorded, and its nonces are gone with the process anyway;
+- the finished state, its co-signed event (into the outbox) and the end of the in-flight entry are one atomic
+  store transition, so a restart neither loses nor repeats a publication;
+- timers are asyncio handles keyed by (job, name); a later SetTimer of the same name replaces the earlier one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis
+
+from consensus.effects import Effect, Evidence, Finished, Input, Publish, RunDvm, Send, SetTimer, TimerFired
+from consensus.jobstate import JobState, Phase
+from consensus.messages import Message
+from consensus.nip90 import JobRequest
+from consensus.quorum import Member, resume, step
+from sidecar.metrics import Metrics
+from sidecar.store import Store
+
+log = logging.getLogger("dvm_sidecar.runner")
+
+MAX_PENDING_JOBS = 10_000  # jobs known only from peer messages; more are refused (a peer flooding job ids)
+FINISHED_MEMORY = 4096  # finished job ids remembered in memory to drop late messages without a Redis read
+
+
+@dataclass(frozen=True)
+class Outlets:
+    """Where effects go: the service supplies these."""
+
+    send: Callable[[tuple[int, ...], Message], Awaitable[None]]
+    run_dvm: Callable[[JobRequest], Awaitable[None]]
+    published: Callable[[], None]  # wake the outbox publisher
+
+
+class JobRunner:
+    def __init__(
+        self,
+        member: Member,
+        store: Store,
+        metrics: Metrics,
+        outlets: Outlets,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.member = member
+        self.store = store
+        self.metrics = metrics
+        self.outlets = outlets
+        self.clock = clock
+        self._states: dict[str, JobState] = {}
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- public ---
+
+    def in_flight(self) -> int:
+        return len(self._states)
+
+    def outcome(self, job_id: str) -> str | None:
+        return self._finished.get(job_id)
+
+    def state(self, job_id: str) -> JobState | None:
+        return self._states.get(job_id)
+
+    async def resume_all(self) -> int:
+        """After a (re)start: pick up every job the store says is in flight, with fresh nonces."""
+        count = 0
+        for job_id in await self.store.in_flight():
+            raw = await self.store.load_job(job_id)
+            if raw is None:
+                continue
+            try:
+                state = JobState.from_json(raw)
+            except ValueError:
+                log.error("job %s: stored state unreadable, left alone", job_id)
+                continue
+            async with self._lock(job_id):
+                new, effects = resume(self.member, state, self.clock())
+                await self._commit(job_id, state, new, effects)
+            count += 1
+        return count
+
+    async def feed(self, event: Input) -> None:
+        """Apply one input to its job; never raises for a peer's fault (the core records evidence)."""
+        job_id = event.job_id
+        if self._closed or (job_id in self._finished and not isinstance(event, TimerFired)):
+            if job_id in self._finished:
+                await self._feed_finished(job_id, event)
+            return
+        async with self._lock(job_id):
+            state = self._states.get(job_id)
+            if state is None:
+                state = await self._load(job_id)
+                if state is None and len(self._states) >= MAX_PENDING_JOBS:
+                    log.warning("job %s refused: %d jobs already in flight", job_id, len(self._states))
+                    return
+            try:
+                new, effects = step(self.member, state, event, self.clock())
+            except ValueError as exc:
+                log.warning("job %s: input refused: %s", job_id, exc)
+                return
+            await self._commit(job_id, state, new, effects)
+
+    async def close(self) -> None:
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- internals ---
+
+    def _lock(self, job_id: str) -> asyncio.Lock:
+        lock = self._locks.get(job_id)
+        if lock is None:
+            lock = self._locks[job_id] = asyncio.Lock()
+        return lock
+
+    async def _load(self, job_id: str) -> JobState | None:
+        raw = await self.store.load_job(job_id)
+        return None if raw is None else JobState.from_json(raw)
+
+    async def _feed_finished(self, job_id: str, event: Input) -> None:
+        """Late inputs for a finished job only matter as evidence (a divergent answer arriving last)."""
+        raw = await self.store.load_job(job_id)
+        if raw is None:
+            return
+        state = JobState.from_json(raw)
+        _, effects = step(self.member, state, event, self.clock())
+        await self._execute(job_id, effects)  # the finished state stays as it was; evidence has its own stream
+
+    async def _commit(self, job_id: str, old: JobState | None, new: JobState, effects: list[Effect]) -> None:
+        if new is old:
+            return
+        finished = [e for e in effects if isinstance(e, Finished)]
+        blob = new.to_json().encode()
+        if finished:
+            events = [(e.event.id, e.event.to_json()) for e in effects if isinstance(e, Publish)]
+            await self.store.finish_job(
+                job_id, blob, phase=new.phase.value, outcome=finished[0].outcome, events=events,
+                finished_at=self.clock(),
+            )
+            self._states.pop(job_id, None)
+            self._locks.pop(job_id, None)
+            self._remember_finished(job_id, finished[0].outcome)
+            self._cancel_timers(job_id)
+        else:
+            await self.store.save_job(job_id, blob, phase=new.phase.value, updated_at=self.clock())
+            self._states[job_id] = new
+        self.metrics.set_jobs_in_flight(len(self._states))
+        self._observe_phases(old, new)
+        await self._execute(job_id, effects)
+
+    def _remember_finished(self, job_id: str, outcome: str) -> None:
+        self._finished[job_id] = outcome
+        while len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+
+    def _observe_phases(self, old: JobState | None, new: JobState) -> None:
+        if new.request is None:
+            return
+        before = old if old is not None else new
+        if before.announced_at is None and new.announced_at is not None and new.seen_at is not None:
+            self.metrics.observe_phase("dvm", new.announced_at - new.seen_at)
+        if before.agreed_at is None and new.agreed_at is not None and new.announced_at is not None:
+            self.metrics.observe_phase("agreement", max(0.0, new.agreed_at - new.announced_at))
+        finished = new.phase is Phase.DONE and before.phase is not Phase.DONE
+        if finished and new.finished_at is not None and new.agreed_at is not None:
+            self.metrics.observe_phase("signing", new.finished_at - new.agreed_at)
+
+    async def _execute(self, job_id: str, effects: list[Effect]) -> None:
+        for effect in effects:
+            try:
+                await self._carry_out(job_id, effect)
+            except redis.RedisError:
+                self.metrics.redis_error()
+                log.exception("job %s: Redis error while carrying out %s", job_id, type(effect).__name__)
+
+    async def _carry_out(self, job_id: str, effect: Effect) -> None:
+        if isinstance(effect, Send):
+            await self.outlets.send(effect.recipients, effect.message)
+        elif isinstance(effect, RunDvm):
+            await self.outlets.run_dvm(effect.request)
+        elif isinstance(effect, SetTimer):
+            self._set_timer(effect)
+        elif isinstance(effect, Publish):
+            self.outlets.published()
+        elif isinstance(effect, Evidence):
+            await self._record(effect)
+        elif isinstance(effect, Finished):
+            self.metrics.job_finished(effect.outcome)  # type: ignore[arg-type]
+            if effect.sessions:
+                self.metrics.observe_signing_sessions(effect.sessions)
+            log.info("job %s finished: %s", job_id, effect.outcome)
+
+    async def _record(self, evidence: Evidence) -> None:
+        if evidence.kind == "invalid_share":
+            self.metrics.invalid_contribution(evidence.member)
+        elif evidence.kind == "divergent":
+            self.metrics.divergent_result(evidence.member)
+        elif evidence.kind == "equivocation":
+            self.metrics.equivocation(evidence.member)
+        else:
+            self.metrics.invalid_contribution(evidence.member)
+        log.warning("job %s: member %d %s: %s", evidence.job_id, evidence.member, evidence.kind, evidence.detail)
+        await self.store.record_evidence(
+            evidence.member, evidence.kind, evidence.job_id, evidence.detail, at=self.clock()
+        )
+
+    def _set_timer(self, timer: SetTimer) -> None:
+        key = (timer.job_id, timer.name)
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if self._closed:
+            return
+        delay = max(0.0, timer.at - self.clock())
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._fire, timer.job_id, timer.name)
+
+    def _fire(self, job_id: str, name: str) -> None:
+        self._timers.pop((job_id, name), None)
+        task = asyncio.get_running_loop().create_task(self.feed(TimerFired(job_id, name)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_timers(self, job_id: str) -> None:
+        for key in [k for k in self._timers if k[0] == job_id]:
+            self._timers.pop(key).cancel()

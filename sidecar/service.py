@@ -1,0 +1,226 @@
+"""One member's sidecar: wires the quorum core (through ``JobRunner``) to the public relays, the DVM, the peers,
+Redis and HTTP. It holds no protocol logic of its own: every decision is the core's.
+
+Start order matters: the store and the runner first, then peers and the DVM side (so answers have somewhere to
+go), then the public side (so requests only arrive once everything can handle them), then the jobs a previous
+process left in flight are resumed with fresh nonces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+from nostr_sdk import Keys, PublicKey
+
+from consensus.effects import LocalError, LocalResult, PeerMessage, RequestSeen
+from consensus.errors import InvalidContribution
+from consensus.federation import Federation
+from consensus.frost import KeyPackage
+from consensus.messages import Message, decode, encode, message_type
+from consensus.nip90 import JobRequest
+from consensus.quorum import Member
+from sidecar import __version__
+from sidecar.dvm import CanarySpec, DvmAdapter
+from sidecar.http import HttpServer, JobStatus, MemberStatus, StatusSnapshot, make_app, start_http
+from sidecar.metrics import Metrics
+from sidecar.peers import PeerDirectory, make_transport
+from sidecar.public import PublicSide
+from sidecar.runner import JobRunner, Outlets
+from sidecar.store import Store
+
+log = logging.getLogger("dvm_sidecar.service")
+
+PEER_CONCURRENCY = 256  # peer messages handled at once (different jobs run in parallel; one job in order)
+
+
+@dataclass(frozen=True)
+class MemberSetup:
+    """Everything one member runs with, however it was loaded (config files, or the demo in memory)."""
+
+    federation: Federation
+    identities: Mapping[int, str]  # member -> identity pubkey (x-only hex)
+    relays: tuple[str, ...]
+    kinds: tuple[int, ...]
+    key_package: KeyPackage
+    identity: Keys
+    dvm_pubkey: str
+    dvm_mode: str = "reissue"
+    transport: str = "nostr"
+    accept_unaddressed: bool = False
+    private_relay_host: str = "127.0.0.1"
+    private_relay_port: int | None = None
+    canary: CanarySpec | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no HTTP server
+
+    @property
+    def me(self) -> int:
+        return self.key_package.identifier
+
+
+class Sidecar:
+    def __init__(
+        self, setup: MemberSetup, redis_client: aioredis.Redis, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.setup = setup
+        self.redis = redis_client
+        self.clock = clock
+        fed = setup.federation
+        self.metrics = Metrics(
+            members=fed.members, relays=setup.relays, kinds=setup.kinds, version=__version__
+        )
+        self.store = Store(redis_client, namespace=fed.pubkey[:16], member=setup.me)
+        self.member = Member(fed, setup.key_package)
+        self.runner = JobRunner(
+            self.member, self.store, self.metrics,
+            Outlets(send=self._send, run_dvm=self._run_dvm, published=self._published), clock=clock,
+        )
+        self.transport = make_transport(
+            setup.transport,
+            directory=PeerDirectory(me=setup.me, identities=dict(setup.identities)),
+            identity_keys=setup.identity,
+            relays=setup.relays,
+            redis=redis_client,
+            inbox_key=self.store.keys.inbox,
+            rejections=self.metrics.peer_message_rejected,  # type: ignore[arg-type]
+            max_payload=fed.max_payload + 4096,
+        )
+        self.dvm = DvmAdapter(
+            operator_keys=setup.identity, dvm_pubkey=setup.dvm_pubkey, mode=setup.dvm_mode, kinds=setup.kinds,
+            deliver=self._dvm_answer, metrics=self.metrics, host=setup.private_relay_host,
+            port=setup.private_relay_port, canary=setup.canary, clock=clock,
+        )
+        self.public = PublicSide(
+            relays=setup.relays, group_pubkey=fed.pubkey, kinds=setup.kinds,
+            accept_unaddressed=setup.accept_unaddressed, store=self.store, metrics=self.metrics,
+            on_request=self._request, clock=clock,
+        )
+        self.http: HttpServer | None = None
+        self._last_heard: dict[int, float] = {}
+        self._recent: tuple[JobStatus, ...] = ()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(PEER_CONCURRENCY)
+
+    @property
+    def private_relay_url(self) -> str:
+        return self.dvm.url
+
+    async def start(self) -> None:
+        await self.transport.start()
+        await self.dvm.start()
+        await self.public.start()
+        if self.setup.http_port is not None:
+            app = make_app(self.metrics, self)
+            self.http = await start_http(app, host=self.setup.http_host, port=self.setup.http_port)
+        resumed = await self.runner.resume_all()
+        if resumed:
+            log.info("resumed %d jobs in flight", resumed)
+        self._tasks += [asyncio.create_task(self._peers()), asyncio.create_task(self._refresh_status())]
+        log.info("member %d of %s ready; private relay %s", self.setup.me, self.setup.federation.pubkey, self.dvm.url)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self.runner.close()
+        if self.http is not None:
+            await self.http.stop()
+        await self.public.stop()
+        await self.dvm.stop()
+        await self.transport.stop()
+
+    # --- inputs ---
+
+    async def _request(self, request: JobRequest) -> None:
+        await self.runner.feed(RequestSeen(request))
+
+    async def _dvm_answer(self, answer: LocalResult | LocalError) -> None:
+        await self.runner.feed(answer)
+
+    async def _peers(self) -> None:
+        async for envelope in self.transport.messages():
+            try:
+                message = decode(envelope.payload, max_bytes=self.setup.federation.max_payload + 4096)
+            except (ValueError, InvalidContribution) as exc:
+                self.metrics.peer_message_rejected("malformed")
+                self.metrics.invalid_contribution(envelope.sender)
+                log.info("member %d sent a malformed message: %s", envelope.sender, exc)
+                continue
+            self._last_heard[envelope.sender] = self.clock()
+            self.metrics.peer_seen(envelope.sender)
+            self.metrics.peer_message(message_type(message))  # type: ignore[arg-type]
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(envelope.sender, message))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, sender: int, message: Message) -> None:
+        try:
+            await self.runner.feed(PeerMessage(sender, message))
+        except redis.RedisError:
+            self.metrics.redis_error()
+            log.exception("Redis error while handling a message from member %d", sender)
+        except Exception:  # one bad message must never stop the member
+            log.exception("failed to handle a message from member %d", sender)
+        finally:
+            self._slots.release()
+
+    # --- outlets ---
+
+    async def _send(self, recipients: tuple[int, ...], message: Message) -> None:
+        await self.transport.send(recipients, encode(message))
+
+    async def _run_dvm(self, request: JobRequest) -> None:
+        await self.dvm.run(request)
+
+    def _published(self) -> None:
+        self.public.wake()
+
+    # --- status (the HTTP side's StatusSource) ---
+
+    async def readiness(self) -> Mapping[str, bool]:
+        redis_ok = await self.store.ping()
+        relay_ok = await self.public.connected() > 0
+        canary_ok = True if self.setup.canary is None else bool(self.dvm.canary_ok)
+        return {"redis": redis_ok, "public_relay": relay_ok, "canary": canary_ok}
+
+    def status(self) -> StatusSnapshot:
+        members = tuple(
+            MemberStatus(
+                index=m,
+                identity_npub=PublicKey.parse(self.setup.identities[m]).to_bech32(),
+                is_self=m == self.setup.me,
+                last_heard=self.clock() if m == self.setup.me else self._last_heard.get(m),
+            )
+            for m in self.setup.federation.members
+        )
+        return StatusSnapshot(
+            federation_npub=PublicKey.parse(self.setup.federation.pubkey).to_bech32(),
+            threshold=self.setup.federation.threshold,
+            members=members,
+            recent_jobs=self._recent,
+            version=__version__,
+            now=self.clock(),
+        )
+
+    async def _refresh_status(self) -> None:
+        while True:
+            try:
+                recent = await self.store.recent_jobs(20)
+                self._recent = tuple(
+                    JobStatus(r.job_id, 0, r.outcome or r.phase, r.finished_at, r.finished_at) for r in recent
+                )
+                self.metrics.set_outbox_depth(await self.store.outbox_depth())
+            except redis.RedisError:
+                self.metrics.redis_error()
+            await asyncio.sleep(2.0)
