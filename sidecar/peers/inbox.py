@@ -109,14 +109,8 @@ class Inbox:
                 self.reject("replay", "message id already marked seen in Redis")
         return fresh
 
-    async def messages(self) -> AsyncIterator[Envelope]:
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _Closed):
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._queue.put_nowait(item)  # for any other iterator
-                return
-            yield item
+    def messages(self) -> AsyncIterator[Envelope]:
+        return _Messages(self._queue)
 
     def close(self) -> None:
         if self._closed:
@@ -125,3 +119,22 @@ class Inbox:
         if self._queue.full():
             self._queue.get_nowait()  # one undelivered message is lost at shutdown; the end mark must fit
         self._queue.put_nowait(_CLOSED)
+
+
+class _Messages:
+    """An iterator over the queue that a timeout may interrupt without ending it (an async generator would be
+    closed by the cancellation), so ``asyncio.wait_for(anext(it), t)`` can be used again and again."""
+
+    def __init__(self, queue: asyncio.Queue[Envelope | _Closed]) -> None:
+        self._queue = queue
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Envelope:
+        item = await self._queue.get()
+        if isinstance(item, _Closed):
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(item)  # for any other iterator
+            raise StopAsyncIteration
+        return item

@@ -33,6 +33,7 @@ from nostr_sdk import (
     Timestamp,
 )
 
+from consensus.nip90 import MAX_EVENT_BYTES
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import PEER_MESSAGE_KIND, EnvelopeCodec
 from sidecar.peers.inbox import Inbox
@@ -41,7 +42,7 @@ CONNECT_WAIT = 5.0  # seconds start() waits for the relays before going on (nost
 RETRY_INTERVAL = 5.0  # seconds between reconnection attempts to a relay that is down (nostr-sdk's minimum)
 OK_TIMEOUT = 5.0
 WATCH_EVERY = 5.0
-NOTIFICATION_BUFFER = 2048  # nostr-sdk drops the oldest past this if the reader falls behind: bounded memory
+NOTIFICATION_BUFFER = 4096  # nostr-sdk's default; past it the oldest are dropped if the reader falls behind
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,10 @@ class NostrTransport:
     async def start(self) -> None:
         if self._client is not None:
             return
-        max_bytes = self._codec.max_event_bytes
+        # Relays' own limit, not this member's (possibly lower) one: what lies between is counted as oversize.
         client = (
             ClientBuilder()
-            .relay_limits(RelayLimits().message_max_size(max_bytes + 1024).event_max_size(max_bytes))
+            .relay_limits(RelayLimits().message_max_size(MAX_EVENT_BYTES + 1024).event_max_size(MAX_EVENT_BYTES))
             .notification_channel_size(NOTIFICATION_BUFFER)
             .build()
         )

@@ -71,9 +71,10 @@ class Reassembly:
 
         ``PartMismatch`` if the complete set does not hash to its digest.
         """
+        for waiting in self._pending.values():  # at most members x PENDING_PER_SENDER entries
+            for digest in [d for d, p in waiting.items() if p.started + self.window < now]:
+                del waiting[digest]
         by_digest = self._pending.setdefault(sender, OrderedDict())
-        for digest in [d for d, p in by_digest.items() if p.started + self.window < now]:
-            del by_digest[digest]
         pending = by_digest.get(part.digest)
         if pending is not None and pending.count != part.count:  # the sender contradicts itself: start over
             del by_digest[part.digest]

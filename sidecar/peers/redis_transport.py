@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -82,7 +83,7 @@ class RedisTransport:
 
     async def _read(self) -> None:
         key = self._inbox_key(self._codec.directory.me)
-        last_id = f"{max(0, int((self._codec.clock() - self._codec.window) * 1000))}-0"
+        last_id: str | bytes = f"{max(0, int((self._codec.clock() - self._codec.window) * 1000))}-0"
         backoff = BACKOFF_FIRST
         loop = asyncio.get_running_loop()
         next_trim = loop.time()
@@ -111,13 +112,19 @@ class RedisTransport:
             if down:
                 log.info("peer inbox %s: Redis reachable again", key)
                 down, backoff = False, BACKOFF_FIRST
-            for _stream, entries in batches or ():
-                raws = []
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    raw = fields.get(ENTRY_FIELD.encode(), fields.get(ENTRY_FIELD))
-                    if isinstance(raw, (bytes, str)):
-                        raws.append(raw)
-                    else:
-                        self._inbox.reject("malformed", "a stream entry without an envelope field")
-                await self._inbox.receive(raws)
+            last_id = await self._deliver(batches, last_id)
+            del batches  # not held while the next XREAD blocks: a batch may be megabytes of junk
+
+    async def _deliver(self, batches: Any, last_id: str | bytes) -> str | bytes:
+        """Hand one XREAD answer (RESP2: a list of pairs; RESP3: a dict) to the inbox; the last entry id read."""
+        for _stream, entries in (batches.items() if isinstance(batches, dict) else batches or ()):
+            raws = []
+            for entry_id, fields in entries:
+                last_id = entry_id
+                raw = fields.get(ENTRY_FIELD.encode(), fields.get(ENTRY_FIELD)) if isinstance(fields, dict) else None
+                if isinstance(raw, (bytes, str)):
+                    raws.append(raw)
+                else:
+                    self._inbox.reject("malformed", "a stream entry without an envelope field")
+            await self._inbox.receive(raws)
+        return last_id

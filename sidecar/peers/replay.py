@@ -31,8 +31,7 @@ class ReplayCache:
         """Remember ``message_id`` until ``forget_after`` (seconds since the epoch); ``now`` drives expiry."""
         expiry = self._expiry
         while expiry:
-            first, first_expiry = next(iter(expiry.items()))
-            if first_expiry >= now and len(expiry) < self.capacity:
+            if next(iter(expiry.values())) >= now and len(expiry) < self.capacity:
                 break
             expiry.popitem(last=False)
         expiry[message_id] = forget_after
