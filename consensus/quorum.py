@@ -348,6 +348,8 @@ def _on_sign_request(st: _Step, coordinator: int, req: SignRequest) -> None:
     mine = [c for c in req.commitments if c.identifier == st.m.me]
     if not mine or (coordinator, req.session) in s.signed:
         return  # not for this member, or a duplicate of a request already answered
+    if sum(1 for c, _ in s.signed if c == coordinator) >= st.fed.max_sessions:
+        return  # an honest coordinator runs no more sessions: more would only grow this state, unbounded
     event = _may_sign(st, coordinator, req)
     if event is None:
         return
