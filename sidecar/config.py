@@ -179,7 +179,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] = os.enviro
     where = str(path)
     doc = read_toml(path, "config file")
     base = Path(path).absolute().parent
-    reject_unknown(doc, [f.key for f in FIELDS if not f.section] + list(SECTIONS), where)
+    reject_unknown(doc, [f.key for f in FIELDS if not f.section] + list(SECTIONS), where,
+                   elsewhere=[f.name for f in FIELDS if f.section])
     tables = {section: table(doc.get(section, {}), where, section) for section in SECTIONS}
     for section, given in tables.items():
         reject_unknown(given, [f.key for f in FIELDS if f.section == section], where, f"{section}.")

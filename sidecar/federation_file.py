@@ -114,7 +114,7 @@ class FederationFile:
             "]",
             "",
             "[timeouts]",
-            *(f"{key} = {getattr(self.timeouts, attr)!r}" for key, attr in TIMEOUT_KEYS.items()),
+            *(f"{key} = {float(getattr(self.timeouts, attr))!r}" for key, attr in TIMEOUT_KEYS.items()),
         ]
         for member in self.members:
             lines += ["", "[[members]]", f"index = {member.index}"]
@@ -178,15 +178,15 @@ def federation_from_dict(doc: Mapping[str, Any], where: str) -> FederationFile:
     return federation
 
 
-def _array(value: object, where: str, field: str, example: str) -> list[Any]:
+def _array(value: object, where: str, field: str, fix: str) -> list[Any]:
     if not isinstance(value, list) or not value:
         fail(where, field, f"must be a non-empty array, got {shown(value) if value == [] else type_name(value)}",
-             f"write e.g. {field} = {example}")
+             fix)
     return value
 
 
 def _members(value: object, where: str) -> tuple[MemberEntry, ...]:
-    entries = _array(value, where, "members", "[[members]] tables")
+    entries = _array(value, where, "members", "add one [[members]] table per member")
     if len(entries) > MAX_MEMBERS:
         fail(where, "members", f"{len(entries)} members is too many", f"at most {MAX_MEMBERS}")
     members: list[MemberEntry] = []
@@ -218,7 +218,7 @@ def _members(value: object, where: str) -> tuple[MemberEntry, ...]:
 
 def _kinds(value: object, where: str) -> tuple[int, ...]:
     kinds = tuple(integer(kind, where, "kinds", REQUEST_KINDS.start, REQUEST_KINDS.stop - 1)
-                  for kind in _array(value, where, "kinds", "[5050]"))
+                  for kind in _array(value, where, "kinds", "write e.g. kinds = [5050]"))
     if len(set(kinds)) != len(kinds):
         fail(where, "kinds", "lists a kind twice", "list each job request kind once")
     return kinds
@@ -226,7 +226,7 @@ def _kinds(value: object, where: str) -> tuple[int, ...]:
 
 def _relays(value: object, where: str) -> tuple[str, ...]:
     relays = []
-    for url in _array(value, where, "relays", '["wss://relay.example.com"]'):
+    for url in _array(value, where, "relays", 'write e.g. relays = ["wss://relay.example.com"]'):
         url = text(url, where, "relays", example='"wss://relay.example.com"')
         try:
             if not url.startswith(("ws://", "wss://")):
@@ -254,7 +254,7 @@ def _point(value: object, where: str, field: str) -> bytes:
 
 
 def _commitment(value: object, threshold: int, where: str) -> tuple[bytes, ...]:
-    points = _array(value, where, "vss_commitment", '["02...", "03..."]')
+    points = _array(value, where, "vss_commitment", "copy it from the keyset file: t points")
     if len(points) != threshold:
         fail(where, "vss_commitment", f"has {len(points)} points, the threshold is {threshold}",
              "a t-of-n keyset has exactly t; copy it from the keyset file")

@@ -76,13 +76,15 @@ def parse_toml(text: str, where: str, what: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: the {what} is nested too deeply; it is not a config file") from None
 
 
-def reject_unknown(table: Mapping[str, Any], known: Iterable[str], where: str, prefix: str = "") -> None:
-    """``ConfigError`` naming the first key of ``table`` not in ``known``, with the closest known one."""
+def reject_unknown(table: Mapping[str, Any], known: Iterable[str], where: str, prefix: str = "",
+                   elsewhere: Iterable[str] = ()) -> None:
+    """``ConfigError`` naming the first key of ``table`` not in ``known``, with the closest known one (among
+    ``known`` and the dotted names ``elsewhere``, for a key put in the wrong section)."""
     known = list(known)
     for key in table:
         if key not in known:
             dotted = [f"{prefix}{k}" for k in known]
-            close = difflib.get_close_matches(f"{prefix}{key}", dotted, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(f"{prefix}{key}", dotted + list(elsewhere), n=1, cutoff=0.6)
             fix = f"did you mean {close[0]!r}?" if close else f"known keys here: {', '.join(dotted)}"
             fail(where, f"{prefix}{key}", "unknown key", fix)
 
