@@ -327,9 +327,12 @@ def test_check_federation_refuses_a_config_that_does_not_fit(tmp_path: Path) -> 
     fed: FederationFile = make_federation(2, 3).file
     config = load_config(_write(tmp_path, _minimal()), env={})
     config.check_federation(fed)
-    for changes, field in [({"index": 4}, "member.index"), ({"canary_kind": 5100, "canary_expected": "x"},
-                                                             "canary.kind"),
-                           ({"dvm_timeout": 60.0}, "dvm.timeout_seconds")]:
+    misfits: list[tuple[dict[str, Any], str]] = [
+        ({"index": 4}, "member.index"),
+        ({"canary_kind": 5100, "canary_expected": "x"}, "canary.kind"),
+        ({"dvm_timeout": 60.0}, "dvm.timeout_seconds"),
+    ]
+    for changes, field in misfits:
         with pytest.raises(ConfigError, match=f"^{field}: "):
             dataclasses.replace(config, **changes).check_federation(fed)
 
