@@ -86,7 +86,8 @@ def reject_unknown(table: Mapping[str, Any], known: Iterable[str], where: str, p
             dotted = [f"{prefix}{k}" for k in known]
             close = difflib.get_close_matches(f"{prefix}{key}", dotted + list(elsewhere), n=1, cutoff=0.6)
             fix = f"did you mean {close[0]!r}?" if close else f"known keys here: {', '.join(dotted)}"
-            fail(where, f"{prefix}{key}", "unknown key", fix)
+            plain = key.replace("_", "a").isalnum() and key.isascii() and len(key) <= 40
+            fail(where, f"{prefix}{key}" if plain else f"{prefix}{shown(key)}", "unknown key", fix)
 
 
 def table(value: object, where: str, field: str) -> Mapping[str, Any]:

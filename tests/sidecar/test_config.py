@@ -113,6 +113,7 @@ FEDERATION_MISTAKES: list[tuple[str, Mutation, str, str]] = [
     ("identity missing", lambda d: d["members"][0].pop("identity_npub"), "members[0].identity_npub", "add it"),
     ("unknown key", lambda d: d.__setitem__("treshold", d.pop("threshold")), "treshold",
      "did you mean 'threshold'"),
+    ("unknown key with a newline", _set("a\nb", 1), "'a\\nb'", "known keys here"),
     ("unknown member key", _member(0, "indx", 1), "members[0].indx", "did you mean 'members[0].index'"),
     ("relays missing", lambda d: d.pop("relays"), "relays", "federation init"),
     ("no members", _set("members", []), "members", "one [[members]] table per member"),
@@ -145,7 +146,7 @@ def test_every_federation_mistake_names_the_field_and_the_fix(tmp_path: Path, mu
 @pytest.mark.parametrize(("content", "problem"), [
     (b"threshold = \n", "not valid TOML"),
     (b"name = \"\xff\"\n", "not UTF-8"),
-    (b"x" * (1 << 20 + 1), "larger than"),
+    (b"x" * ((1 << 20) + 1), "larger than"),
 ])
 def test_a_broken_file_says_what_is_wrong(tmp_path: Path, content: bytes, problem: str) -> None:
     path = tmp_path / "federation.toml"
