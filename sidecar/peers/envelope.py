@@ -2,38 +2,45 @@
 
 An envelope is a Nostr event of kind ``PEER_MESSAGE_KIND`` (ephemeral: relays forward it and keep nothing),
 signed by the sender's identity key, tagged ``["p", <recipient identity>]``, its content the NIP-44 (v2)
-encryption of the payload to the recipient; a payload larger than one event carries goes as parts (``parts``).
+encryption of the payload to the recipient. Two variants, each marked by a second tag: a payload larger than one
+event carries goes as parts (``["part", index, count, digest]``, see ``parts``), and several small payloads for
+one recipient may share one event as a JSON array of strings (``["batch", count]``): under load the sender
+coalesces what is queued for a recipient (``outbox``), so the signature, the key agreement and the relay's work
+are paid once for many messages.
 
 Opening checks, cheapest first, and refuses with a ``Rejected`` naming one of ``REJECTION_REASONS``: the size
 before anything is parsed (oversize); strict JSON of an event of our kind, addressed to this member (malformed);
 a member's key (unknown_author); a ``created_at`` within the replay window of the clock (stale); the id
-recomputed from exactly the fields read here, then nostr-sdk's ``Event.verify()`` on the same text (bad
-signature: both views hash to one id, so they are one event); an id not seen before (replay); decryption
-(malformed); the payload size again (oversize). Only a verified message is remembered, so junk costs no memory.
+recomputed from exactly the fields read here (NIP-01 serialization), then nostr-sdk's ``Event.verify()`` on
+the same text (bad signature: both views hash to one id, so they are one event); an id not seen before
+(replay); decryption and the batch's form (malformed); the payload size again (oversize). Only a verified event
+is remembered, so junk costs no memory.
 
-The event id is the message id. Secrets (the identity key) stay inside nostr-sdk objects and never reach a log,
+The message id is the event id (``<event id>/<index>`` for the messages of a batch). Secrets (the identity key) stay inside nostr-sdk objects and never reach a log,
 an exception or a repr.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nostr_sdk import Event, Keys, Nip44Version, NostrSdkError, PublicKey, nip44_decrypt, nip44_encrypt
 
-from consensus.nip90 import MAX_EVENT_BYTES, UnsignedEvent, dumps_compact, loads_bounded
+from consensus.nip90 import MAX_EVENT_BYTES, dumps_compact, loads_bounded
 from sidecar.peers.base import Envelope, PeerDirectory, RejectionReason
 from sidecar.peers.parts import PART_BYTES, Part, PartMismatch, Reassembly, max_parts, split_text
 from sidecar.peers.replay import ReplayCache
 
 PEER_MESSAGE_KIND = 25090  # ephemeral (20000-29999): relays pass it on and store nothing
 EVENT_OVERHEAD = 640  # an envelope's JSON beyond its content: ids, keys, signature, tags, field names
-REPLAY_RATE = 1000  # messages a second one member is expected to accept, at most, to size the replay cache
+REPLAY_RATE = 1000  # events a second one member is expected to accept, at most, to size the replay cache
+MAX_BATCH = 64  # messages in one event
 
 _FIELDS = frozenset({"id", "pubkey", "created_at", "kind", "tags", "content", "sig"})
 _MAX_TIMESTAMP = 2**40  # beyond any clock; keeps the window arithmetic on small integers
@@ -51,6 +58,16 @@ class Rejected(Exception):
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A payload checked for sending: as text, and as the JSON string a batch holds (``size`` its UTF-8 bytes)."""
+
+    payload: bytes
+    text: str
+    element: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Checked:
     """An authenticated envelope, not yet decrypted."""
 
@@ -59,6 +76,7 @@ class Checked:
     created_at: int
     content: str
     part: Part | None
+    batch: int  # messages in it if it is a batch, else 0
 
 
 def nip44_padded_len(length: int) -> int:
@@ -75,6 +93,16 @@ def event_bytes_bound(plaintext_bytes: int) -> int:
     in base64, plus the event around it."""
     encrypted = 1 + 32 + 2 + nip44_padded_len(plaintext_bytes) + 32
     return 4 * math.ceil(encrypted / 3) + EVENT_OVERHEAD
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def event_id(pubkey: str, created_at: int, tags: Sequence[Sequence[str]], content: str) -> bytes:
+    """NIP-01: sha256 of the compact JSON ``[0, pubkey, created_at, kind, tags, content]``."""
+    serialized = dumps_compact([0, pubkey, created_at, PEER_MESSAGE_KIND, tags, content])
+    return hashlib.sha256(serialized.encode("utf-8")).digest()
 
 
 class EnvelopeCodec:
@@ -98,21 +126,22 @@ class EnvelopeCodec:
         self.clock = clock
         self.max_payload = max_payload
         self.max_parts = max_parts(max_payload)
-        self.max_event_bytes = min(MAX_EVENT_BYTES, event_bytes_bound(min(max_payload, PART_BYTES)))
+        self.event_text_limit = min(max_payload, PART_BYTES)  # plaintext in one event: a payload, part or batch
+        self.max_event_bytes = min(MAX_EVENT_BYTES, event_bytes_bound(self.event_text_limit))
         self._keys = identity_keys
         self._secret = identity_keys.secret_key()
         try:
             self._public = {m: PublicKey.parse(hex_) for m, hex_ in directory.identities.items()}
         except NostrSdkError as exc:
             raise ValueError(f"an identity in the directory is not a valid public key: {exc}") from None
-        self._my_p_tag = ("p", directory.my_identity)
+        self._my_p_tag = ["p", directory.my_identity]
         self.seen = ReplayCache(max(1024, int(self.window * REPLAY_RATE)))
         self.reassembly = Reassembly(window=self.window)
 
     # -- sending
 
-    def seal(self, recipient: int, payload: bytes) -> list[str]:
-        """The envelope(s) carrying ``payload`` to ``recipient``, as event JSON (one unless it needs parts)."""
+    def prepare(self, recipient: int, payload: bytes) -> Prepared:
+        """Check a payload for ``recipient`` (``ValueError`` for a caller's mistake) and encode it once."""
         if recipient not in self._public:
             raise ValueError(f"member {recipient!r} is not in the federation directory")
         if not isinstance(payload, (bytes, bytearray)) or not payload:
@@ -120,85 +149,110 @@ class EnvelopeCodec:
         if len(payload) > self.max_payload:
             raise ValueError(f"a peer message of {len(payload)} bytes is over the {self.max_payload}-byte limit")
         try:
-            texts = split_text(bytes(payload))
+            text = bytes(payload).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("a peer message payload must be UTF-8 text (canonical JSON)") from None
-        recipient_tag = ("p", self.directory.identities[recipient])
-        digest = hashlib.sha256(payload).hexdigest() if len(texts) > 1 else ""
+        element = json.dumps(text, ensure_ascii=False)
+        return Prepared(bytes(payload), text, element, _utf8_len(element))
+
+    def seal(self, recipient: int, batch: Sequence[Prepared]) -> list[str]:
+        """The envelope(s) carrying ``batch`` to ``recipient``, as event JSON: one event, unless a single payload
+        needs parts. A batch of several must fit one event (``batch_fits``)."""
+        recipient_tag = ["p", self.directory.identities[recipient]]
+        if len(batch) == 1:
+            texts = [batch[0].text] if len(batch[0].payload) <= PART_BYTES else split_text(batch[0].payload)
+            digest = hashlib.sha256(batch[0].payload).hexdigest() if len(texts) > 1 else ""
+            extra = [[["part", str(i), str(len(texts)), digest]] for i in range(1, len(texts) + 1)] if digest else [[]]
+        elif self.batch_fits(batch):
+            texts = ["[" + ",".join(item.element for item in batch) + "]"]
+            extra = [[["batch", str(len(batch))]]]
+        else:
+            raise ValueError(f"a batch of {len(batch)} messages does not fit one event")
         created_at = int(self.clock())
         sealed = []
-        for index, text in enumerate(texts, start=1):
+        for text, more_tags in zip(texts, extra):
             content = nip44_encrypt(self._secret, self._public[recipient], text, Nip44Version.V2)
-            tags = (recipient_tag,) if not digest else (recipient_tag, ("part", str(index), str(len(texts)), digest))
-            unsigned = UnsignedEvent(self.directory.my_identity, created_at, PEER_MESSAGE_KIND, tags, content)
-            event_id = unsigned.event_id()
-            sig = self._keys.sign_schnorr(event_id)
+            tags = [recipient_tag, *more_tags]
+            digest_bytes = event_id(self.directory.my_identity, created_at, tags, content)
             sealed.append(dumps_compact({
-                "id": event_id.hex(), "pubkey": unsigned.pubkey, "created_at": created_at,
-                "kind": PEER_MESSAGE_KIND, "tags": [list(tag) for tag in tags], "content": content, "sig": sig,
+                "id": digest_bytes.hex(), "pubkey": self.directory.my_identity, "created_at": created_at,
+                "kind": PEER_MESSAGE_KIND, "tags": tags, "content": content,
+                "sig": self._keys.sign_schnorr(digest_bytes),
             }))
         return sealed
+
+    def batch_fits(self, batch: Sequence[Prepared]) -> bool:
+        """Whether these messages fit one event together (a JSON array: brackets and commas)."""
+        size = sum(item.size for item in batch) + len(batch) + 1
+        return len(batch) <= MAX_BATCH and size <= self.event_text_limit
 
     # -- receiving
 
     def check(self, raw: str | bytes, event: Event | None = None) -> Checked:
         """Authenticate one envelope (``Rejected`` if it fails); ``event`` is nostr-sdk's parse of ``raw``,
         when the transport already has one."""
-        size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
+        size = len(raw) if isinstance(raw, bytes) else _utf8_len(raw)
         if size > self.max_event_bytes:
             raise Rejected("oversize", f"{size} bytes, over the {self.max_event_bytes}-byte limit")
         try:
             data = loads_bounded(raw, max_bytes=self.max_event_bytes, max_depth=3, what="peer envelope")
-        except ValueError as exc:
+        except (ValueError, UnicodeError) as exc:
             raise Rejected("malformed", str(exc)) from None
         if not isinstance(data, dict) or data.keys() != _FIELDS:
             raise Rejected("malformed", "not an event object with exactly the NIP-01 fields")
-        if data["kind"] != PEER_MESSAGE_KIND or type(data["kind"]) is not int:
+        if type(data["kind"]) is not int or data["kind"] != PEER_MESSAGE_KIND:
             raise Rejected("malformed", f"kind {data['kind']!r} is not a peer message")
         pubkey = data["pubkey"]
         sender = self.directory.member_of(pubkey) if isinstance(pubkey, str) else None
         if sender is None:
             raise Rejected("unknown_author", "signed by a key that is not a member's")
-        part = self._part(data["tags"])
+        tags = data["tags"]
+        part, batch = self._second_tag(tags)
         created_at = data["created_at"]
         if type(created_at) is not int or not 0 <= created_at < _MAX_TIMESTAMP:
             raise Rejected("malformed", "created_at is not a timestamp")
         now = self.clock()
         if abs(created_at - now) > self.window:
             raise Rejected("stale", f"created {created_at - now:+.0f} s from now, outside ±{self.window:g} s")
-        content, message_id, sig = data["content"], data["id"], data["sig"]
-        if not isinstance(content, str) or not isinstance(message_id, str) or not isinstance(sig, str):
+        content, message_id = data["content"], data["id"]
+        if not isinstance(content, str) or not isinstance(message_id, str) or not isinstance(data["sig"], str):
             raise Rejected("malformed", "id, content and sig must be strings")
         try:
-            unsigned = UnsignedEvent(pubkey, created_at, PEER_MESSAGE_KIND, data["tags"], content)
-            computed = unsigned.event_id()
-        except ValueError as exc:
-            raise Rejected("malformed", str(exc)) from None
+            computed = event_id(pubkey, created_at, tags, content)
+        except UnicodeEncodeError:
+            raise Rejected("malformed", "content is not valid Unicode") from None
         if computed.hex() != message_id:
             raise Rejected("bad_signature", "the id does not match the event")
         if computed in self.seen:
             raise Rejected("replay", "message id seen before")
+        # The same text parsed by nostr-sdk: it verifies the id it reads, which is the one just computed here.
         try:
-            verified = (event if event is not None else Event.from_json(raw if isinstance(raw, str) else raw.decode()))
-            valid = verified.verify() and verified.id().to_hex() == message_id
+            sdk_event = event if event is not None else Event.from_json(raw if isinstance(raw, str) else raw.decode())
+            valid = sdk_event.verify()
         except (NostrSdkError, ValueError):
             valid = False
         if not valid:
             raise Rejected("bad_signature", "the signature does not verify")
         self.seen.add(computed, forget_after=created_at + self.window, now=now)
-        return Checked(sender, message_id, created_at, content, part)
+        return Checked(sender, message_id, created_at, content, part, batch)
 
-    def _part(self, tags: object) -> Part | None:
-        """The part tag, after checking the tags are exactly ours: a ``p`` tag for this member, and ``part``."""
-        if not isinstance(tags, list) or not 1 <= len(tags) <= 2 or tags[0] != list(self._my_p_tag):
+    def _second_tag(self, tags: object) -> tuple[Part | None, int]:
+        """Check the tags are exactly ours (a ``p`` tag for this member, then ``part`` or ``batch``) and read them."""
+        if not isinstance(tags, list) or not 1 <= len(tags) <= 2 or tags[0] != self._my_p_tag:
             if isinstance(tags, list) and tags and isinstance(tags[0], list) and tags[0][:1] == ["p"]:
                 raise Rejected("malformed", "not addressed to this member")
-            raise Rejected("malformed", "tags must be one p tag for this member, then an optional part tag")
+            raise Rejected("malformed", "tags must be one p tag for this member, then an optional part or batch tag")
         if len(tags) == 1:
-            return None
+            return None, 0
         tag = tags[1]
-        if not (isinstance(tag, list) and len(tag) == 4 and tag[0] == "part" and all(isinstance(v, str) for v in tag)):
-            raise Rejected("malformed", "the second tag must be [part, index, count, digest]")
+        if not isinstance(tag, list) or not all(isinstance(v, str) and v.isascii() for v in tag):
+            raise Rejected("malformed", "the second tag must be an array of ASCII strings")
+        if len(tag) == 2 and tag[0] == "batch" and tag[1].isdecimal() and len(tag[1]) <= 3:
+            if not 2 <= int(tag[1]) <= MAX_BATCH:
+                raise Rejected("malformed", f"a batch holds 2..{MAX_BATCH} messages")
+            return None, int(tag[1])
+        if not (len(tag) == 4 and tag[0] == "part"):
+            raise Rejected("malformed", "the second tag must be [part, index, count, digest] or [batch, count]")
         _, index, count, digest = tag
         if not (index.isdecimal() and count.isdecimal() and len(index) <= 3 and len(count) <= 3):
             raise Rejected("malformed", "part index and count must be small numbers")
@@ -206,20 +260,21 @@ class EnvelopeCodec:
             raise Rejected("oversize", f"{count} parts, over the {self.max_parts}-part limit")
         if not 1 <= int(index) <= int(count) or int(count) < 2 or len(digest) != 64:
             raise Rejected("malformed", "part index out of range or digest malformed")
-        return Part(int(index), int(count), digest)
+        return Part(int(index), int(count), digest), 0
 
-    def open(self, checked: Checked) -> Envelope | None:
-        """Decrypt an authenticated envelope: the message, or None while parts of it are still to come."""
+    def open(self, checked: Checked) -> list[Envelope]:
+        """Decrypt an authenticated envelope: the messages it completes (none while parts are still to come)."""
         try:
             text = nip44_decrypt(self._secret, self._public[checked.sender], checked.content)
         except NostrSdkError:
             raise Rejected("malformed", "cannot be decrypted with this member's key") from None
         piece = text.encode("utf-8")
-        limit = self.max_payload if checked.part is None else min(self.max_payload, PART_BYTES)
-        if len(piece) > limit:
-            raise Rejected("oversize", f"a payload of {len(piece)} bytes, over the {limit}-byte limit")
+        if len(piece) > self.event_text_limit:
+            raise Rejected("oversize", f"{len(piece)} bytes in one event, over the {self.event_text_limit}-byte limit")
+        if checked.batch:
+            return self._unbatch(checked, text)
         if checked.part is None:
-            return Envelope(checked.sender, piece, checked.message_id, checked.created_at)
+            return [Envelope(checked.sender, piece, checked.message_id, checked.created_at)]
         try:
             whole = self.reassembly.add(
                 checked.sender, checked.part, piece,
@@ -228,8 +283,24 @@ class EnvelopeCodec:
         except PartMismatch as exc:
             raise Rejected("malformed", str(exc)) from None
         if whole is None:
-            return None
+            return []
         payload, message_id, created_at = whole
         if len(payload) > self.max_payload:
             raise Rejected("oversize", f"a payload of {len(payload)} bytes, over the {self.max_payload}-byte limit")
-        return Envelope(checked.sender, payload, message_id, created_at)
+        return [Envelope(checked.sender, payload, message_id, created_at)]
+
+    def _unbatch(self, checked: Checked, text: str) -> list[Envelope]:
+        try:
+            items = loads_bounded(text, max_bytes=self.event_text_limit, max_depth=1, what="batch")
+        except ValueError as exc:
+            raise Rejected("malformed", str(exc)) from None
+        if not isinstance(items, list) or len(items) != checked.batch or not all(isinstance(i, str) and i for i in items):
+            raise Rejected("malformed", f"a batch must be an array of {checked.batch} non-empty strings")
+        try:
+            payloads = [item.encode("utf-8") for item in items]
+        except UnicodeEncodeError:
+            raise Rejected("malformed", "a batched message is not valid Unicode") from None
+        return [
+            Envelope(checked.sender, payload, f"{checked.message_id}/{index}", checked.created_at)
+            for index, payload in enumerate(payloads)
+        ]

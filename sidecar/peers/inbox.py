@@ -73,7 +73,7 @@ class Inbox:
             checked = await self._first_sight(checked)
         for item in checked:
             try:
-                envelope = self.codec.open(item)
+                envelopes = self.codec.open(item)
             except Rejected as rejected:
                 self.reject(rejected.reason, rejected.detail)
                 continue
@@ -81,8 +81,9 @@ class Inbox:
                 log.warning("peer message dropped: unexpected %s while opening it", type(exc).__name__)
                 self.reject("malformed", type(exc).__name__)
                 continue
-            if envelope is not None and not self._closed:
-                await self._queue.put(envelope)
+            for envelope in envelopes:
+                if not self._closed:
+                    await self._queue.put(envelope)
 
     async def _first_sight(self, checked: list[Checked]) -> list[Checked]:
         """Those not already marked seen in Redis (one round trip for the batch); all of them if Redis is down."""

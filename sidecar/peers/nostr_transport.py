@@ -37,10 +37,10 @@ from consensus.nip90 import MAX_EVENT_BYTES
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import PEER_MESSAGE_KIND, EnvelopeCodec
 from sidecar.peers.inbox import Inbox
+from sidecar.peers.outbox import Outbox
 
 CONNECT_WAIT = 5.0  # seconds start() waits for the relays before going on (nostr-sdk keeps trying after)
 RETRY_INTERVAL = 5.0  # seconds between reconnection attempts to a relay that is down (nostr-sdk's minimum)
-OK_TIMEOUT = 5.0
 WATCH_EVERY = 5.0
 NOTIFICATION_BUFFER = 4096  # nostr-sdk's default; past it the oldest are dropped if the reader falls behind
 
@@ -60,6 +60,7 @@ class NostrTransport:
         self._subscription = f"dvm-peers-{codec.directory.me}"
         self._client: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._outbox = Outbox(codec, self._deliver)
 
     def _filter(self) -> Filter:
         since = max(0, int(self._codec.clock() - self._codec.window))
@@ -101,30 +102,31 @@ class NostrTransport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._outbox.stop()
         client, self._client = self._client, None
         if client is not None:
             await client.shutdown()
         self._inbox.close()
 
     async def send(self, recipients: Sequence[int], payload: bytes) -> None:
-        me = self._codec.directory.me
-        sealed = [(member, self._codec.seal(member, payload)) for member in dict.fromkeys(recipients)]
-        client = self._client
-        if client is None:
+        if self._client is None:
             raise RuntimeError("the peer transport is not started")
-        to_self = [raw for member, raws in sealed if member == me for raw in raws]
-        outgoing = [(member, Event.from_json(raw)) for member, raws in sealed if member != me for raw in raws]
+        await self._outbox.send(recipients, payload)
+
+    async def _deliver(self, recipient: int, events: list[str]) -> None:
+        client = self._client
+        if recipient == self._codec.directory.me or client is None:
+            if client is not None:
+                await self._inbox.receive(events)
+            return
         results = await asyncio.gather(
-            *(client.send_event(event, ok_timeout=timedelta(seconds=OK_TIMEOUT)) for _, event in outgoing),
-            return_exceptions=True,
+            *(client.send_event(Event.from_json(raw)) for raw in events), return_exceptions=True
         )
-        for (member, _), result in zip(outgoing, results):
+        for result in results:
             if isinstance(result, BaseException):
-                log.warning("peer message to member %d not sent: %s", member, result)
+                log.warning("peer message to member %d not sent: %s", recipient, result)
             elif not result.success:
-                log.warning("peer message to member %d taken by no relay: %s", member, dict(result.failed))
-        if to_self:
-            await self._inbox.receive(to_self)
+                log.warning("peer message to member %d taken by no relay: %s", recipient, dict(result.failed))
 
     def messages(self) -> AsyncIterator[Envelope]:
         return self._inbox.messages()

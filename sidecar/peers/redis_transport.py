@@ -1,6 +1,6 @@
 """The ``redis`` peer transport: one Redis Stream per member inbox, for federations that share a Redis.
 
-Sending is one pipelined ``XADD`` per recipient (``MAXLEN ~`` keeps each inbox bounded whoever writes it; the
+Sending (through the shared ``outbox``) is one pipelined ``XADD`` per envelope (``MAXLEN ~`` keeps each inbox bounded whoever writes it; the
 reader also trims its own inbox now and then, in case a writer did not). Receiving is one task reading this
 member's inbox with ``XREAD BLOCK`` in batches; on start it reads back one replay window, so messages sent while
 this member was restarting still arrive, and those it had already accepted are refused by the Redis seen-record.
@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import EnvelopeCodec
 from sidecar.peers.inbox import REDIS_ERRORS, Inbox
+from sidecar.peers.outbox import Outbox
 
 INBOX_MAXLEN = 10_000  # entries kept per inbox: seconds of traffic at full speed, more than a window when idle
 READ_BATCH = 256
@@ -51,6 +52,7 @@ class RedisTransport:
         self._inbox_key = inbox_key
         self._reader: asyncio.Task[None] | None = None
         self._send_down = False
+        self._outbox = Outbox(codec, self._deliver)
 
     async def start(self) -> None:
         if self._reader is None:
@@ -61,19 +63,21 @@ class RedisTransport:
         if reader is not None:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+        await self._outbox.stop()
         self._inbox.close()
 
     async def send(self, recipients: Sequence[int], payload: bytes) -> None:
-        sealed = [(member, self._codec.seal(member, payload)) for member in dict.fromkeys(recipients)]
+        await self._outbox.send(recipients, payload)
+
+    async def _deliver(self, recipient: int, events: list[str]) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for member, events in sealed:
-                    for event in events:
-                        pipe.xadd(self._inbox_key(member), {ENTRY_FIELD: event}, maxlen=INBOX_MAXLEN, approximate=True)
+                for event in events:
+                    pipe.xadd(self._inbox_key(recipient), {ENTRY_FIELD: event}, maxlen=INBOX_MAXLEN, approximate=True)
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             if not self._send_down:
-                log.warning("peer message to %s not delivered: Redis unreachable (%s)", [m for m, _ in sealed], exc)
+                log.warning("peer message to member %d not delivered: Redis unreachable (%s)", recipient, exc)
             self._send_down = True
             return
         self._send_down = False
@@ -112,10 +116,10 @@ class RedisTransport:
             if down:
                 log.info("peer inbox %s: Redis reachable again", key)
                 down, backoff = False, BACKOFF_FIRST
-            last_id = await self._deliver(batches, last_id)
+            last_id = await self._hand_over(batches, last_id)
             del batches  # not held while the next XREAD blocks: a batch may be megabytes of junk
 
-    async def _deliver(self, batches: Any, last_id: str | bytes) -> str | bytes:
+    async def _hand_over(self, batches: Any, last_id: str | bytes) -> str | bytes:
         """Hand one XREAD answer (RESP2: a list of pairs; RESP3: a dict) to the inbox; the last entry id read."""
         for _stream, entries in (batches.items() if isinstance(batches, dict) else batches or ()):
             raws = []

@@ -29,7 +29,7 @@ from sidecar.peers import (
     ffi,
     make_transport,
 )
-from sidecar.peers.envelope import EVENT_OVERHEAD, EnvelopeCodec
+from sidecar.peers.envelope import EVENT_OVERHEAD, EnvelopeCodec, Rejected
 from sidecar.peers.parts import PART_BYTES, PENDING_PER_SENDER, Part, PartMismatch, Reassembly, split_text
 from sidecar.peers.redis_transport import INBOX_MAXLEN, default_inbox_key
 from sidecar.peers.replay import ReplayCache
@@ -113,12 +113,16 @@ def codec_for(keys: dict[int, Keys], member: int, **options: object) -> Envelope
     return EnvelopeCodec(PeerDirectory(member, identities(keys)), keys[member], **options)  # type: ignore[arg-type]
 
 
+def seal(codec: EnvelopeCodec, recipient: int, *payloads: bytes) -> list[str]:
+    return codec.seal(recipient, [codec.prepare(recipient, payload) for payload in payloads])
+
+
 # -- the envelope, checked by an independent implementation
 
 
 def test_an_envelope_is_a_signed_ephemeral_event_encrypted_to_its_recipient(keys: dict[int, Keys]) -> None:
     payload = json.dumps({"type": "announce", "text": "héllo ✓"}, ensure_ascii=False).encode()
-    (raw,) = codec_for(keys, 1).seal(2, payload)
+    (raw,) = seal(codec_for(keys, 1), 2, payload)
     event = Event.from_json(raw)
     assert event.verify() and event.kind().is_ephemeral() and event.kind().as_u16() == PEER_MESSAGE_KIND
     assert event.author().to_hex() == keys[1].public_key().to_hex()
@@ -129,21 +133,50 @@ def test_an_envelope_is_a_signed_ephemeral_event_encrypted_to_its_recipient(keys
 
 def test_a_64_kib_message_goes_as_parts_each_under_the_relay_limit(keys: dict[int, Keys]) -> None:
     payload = ("é" * 32768).encode()  # 65536 bytes of two-byte characters: parts must cut between them
-    sealed = codec_for(keys, 1).seal(2, payload)
+    sealed = seal(codec_for(keys, 1), 2, payload)
     assert len(sealed) == 2
     assert all(len(raw) <= MAX_EVENT_BYTES and Event.from_json(raw).verify() for raw in sealed)
     receiver = codec_for(keys, 2)
-    first = receiver.open(receiver.check(sealed[0]))
-    second = receiver.open(receiver.check(sealed[1]))
-    assert first is None and second is not None and second.payload == payload and second.sender == 1
-    assert second.message_id == json.loads(sealed[0])["id"]
+    assert receiver.open(receiver.check(sealed[0])) == []
+    (whole,) = receiver.open(receiver.check(sealed[1]))
+    assert whole.payload == payload and whole.sender == 1 and whole.message_id == json.loads(sealed[0])["id"]
+
+
+def test_several_messages_share_one_event_and_come_out_one_by_one(keys: dict[int, Keys]) -> None:
+    payloads = [json.dumps({"n": n, "text": 'quote " and ✓'}, ensure_ascii=False).encode() for n in range(5)]
+    (raw,) = seal(codec_for(keys, 1), 2, *payloads)
+    event = Event.from_json(raw)
+    assert event.verify() and [t.to_vec() for t in event.tags()][1] == ["batch", "5"]
+    receiver = codec_for(keys, 2)
+    opened = receiver.open(receiver.check(raw))
+    assert [e.payload for e in opened] == payloads and {e.sender for e in opened} == {1}
+    assert [e.message_id for e in opened] == [f"{event.id().to_hex()}/{n}" for n in range(5)]
+
+
+def test_a_forged_batch_is_refused(keys: dict[int, Keys]) -> None:
+    to = keys[2].public_key().to_hex()
+    receiver = codec_for(keys, 2)
+    cases = [
+        (("batch", "3"), '["a","b"]'),  # fewer than it says
+        (("batch", "2"), '["a",{"b":1}]'),  # not strings
+        (("batch", "2"), '["a",""]'),  # an empty message
+        (("batch", "2"), "not json"),
+        (("batch", "1"), '["a"]'),  # a batch of one is a plain message
+        (("batch", "999"), '["a"]'),
+        (("bunch", "2"), '["a","b"]'),
+    ]
+    for tag, text in cases:
+        raw = forge(keys[1], to, encrypt(keys[1], keys[2], text), tags=(("p", to), tag))
+        with pytest.raises(Rejected) as refused:
+            receiver.open(receiver.check(raw))
+        assert refused.value.reason == "malformed", (tag, text)
 
 
 def test_callers_mistakes_are_value_errors(keys: dict[int, Keys]) -> None:
     codec = codec_for(keys, 1, max_payload=100)
     for recipient, payload in [(4, b"{}"), (2, b""), (2, b"\xff\xfe"), (2, b"x" * 101), (2, "str")]:
         with pytest.raises(ValueError):
-            codec.seal(recipient, payload)  # type: ignore[arg-type]
+            codec.prepare(recipient, payload)  # type: ignore[arg-type]
     ids = identities(keys)
     for kind in ("carrier-pigeon", "redis", "nostr"):  # unknown; no Redis client; no relay
         with pytest.raises(ValueError):
@@ -193,9 +226,13 @@ async def test_three_members_exchange_messages_over_redis(keys: dict[int, Keys],
     members = await federation("redis", keys, redis=redis_client)
     try:
         await exchange(members)
-        for n in range(200):  # many in a row keep their order
+        for n in range(100):  # many in a row keep their order
             await members[2].transport.send([1], str(n).encode())
-        assert [int((await members[1].next()).payload) for _ in range(200)] == list(range(200))
+        assert [int((await members[1].next()).payload) for _ in range(100)] == list(range(100))
+        events_before = await redis_client.xlen(default_inbox_key(1))
+        await asyncio.gather(*(members[2].transport.send([1], str(n).encode()) for n in range(300)))
+        assert [int((await members[1].next()).payload) for _ in range(300)] == list(range(300))
+        assert await redis_client.xlen(default_inbox_key(1)) - events_before < 300  # sent at once: batched
     finally:
         await stop(members)
 
@@ -235,7 +272,7 @@ async def test_hostile_envelopes_are_refused_with_their_reason_over_redis(
 ) -> None:
     members = await federation("redis", keys, redis=redis_client)
     cases = hostile_envelopes(keys, Keys.generate())
-    replayed = codec_for(keys, 1).seal(2, b'{"first":true}')[0]
+    replayed = seal(codec_for(keys, 1), 2, b'{"first":true}')[0]
     cases += [(replayed, "accepted"), (replayed, "replay")]
     try:
         for raw, _ in cases:
@@ -283,7 +320,7 @@ async def test_a_replay_after_a_restart_is_caught_by_the_redis_record(
     keys: dict[int, Keys], relay: EmbeddedRelay, redis_client: aioredis.Redis
 ) -> None:
     members = await federation("nostr", keys, relays=[relay.url], redis=redis_client, members=(1, 2))
-    (raw,) = codec_for(keys, 1).seal(2, b'{"once":1}')
+    (raw,) = seal(codec_for(keys, 1), 2, b'{"once":1}')
     publisher = await connect_client(relay.url)
     try:
         await publisher.send_event(Event.from_json(raw))
