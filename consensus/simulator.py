@@ -8,6 +8,20 @@ peers), ``withhold`` (never sends its share), ``slow`` (its DVM and its messages
 attack signing coordinate as in the ROAST paper's worst case: in each session exactly one of them misbehaves.
 
 After a run, ``Outcome`` tells what was published and checks the protocol's properties (see ``_check``).
+
+Liveness bound (checked by tests/consensus/test_simulation.py). With t honest, live, agreeing members and a
+network that loses nothing, a result is published within, in simulated seconds (d is ``delay_max``, plus
+``slow_extra`` when slow members exist):
+
+    dvm_latency max (+ slow_extra)            the last DVM needed answers
+  + faulty members x timeouts.coordinator     each faulty member ahead in the rotation holds the role once
+  + (n - t + 1) x timeouts.session            ROAST sessions, each failed one costing at most the patience
+  + 4 d                                       announce, sign request, share (or a refresh), done
+
+Signing sessions: a coordinator needs at most n - t + 1 against faulty members, but members that see agreement
+at slightly different times may coordinate at once and use the same broadcast commitments; the signer then
+answers the second coordinator with a refresh, and that session is spent too. ``max_sessions`` therefore
+counts up to ``Federation.max_sessions`` = 2 (n - t + 1).
 """
 
 from __future__ import annotations
@@ -18,12 +32,13 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from coincurve import PrivateKey
 
 from consensus import frost
 from consensus.effects import (
+    Effect,
     Evidence,
     Finished,
     Input,
@@ -223,7 +238,8 @@ class Simulation:
                 return
         state = self.states[member]
         self.steps += 1
-        new_state, effects = self.hook(member, lambda: step(self.members[member], state, event, self.now))  # type: ignore[misc]
+        stepped = self.hook(member, lambda: step(self.members[member], state, event, self.now))
+        new_state, effects = cast(tuple[JobState, list[Effect]], stepped)
         self.states[member] = new_state
         for effect in effects:
             self._carry_out(member, effect)
