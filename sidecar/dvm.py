@@ -8,7 +8,11 @@ configured DVM key count as answers. The DVM's raw result never leaves this rela
 relays is the federation's co-signed event.
 
 The canary: a request the sidecar itself sends its DVM every so often with a known answer, because a DVM's own
-heartbeat can lie. Its outcome feeds a metric and readiness.
+heartbeat can lie. Its outcome feeds a metric and readiness. It is signed by the operator's identity key and
+addressed as forwarded jobs are (``p`` = the DVM's key, or the group key in passthrough mode), so it exercises
+the path real jobs take. After a failure the next canary goes out one timeout later instead of one interval:
+a DVM that starts after its sidecar (compose starts it once the sidecar is healthy) or comes back from an
+outage makes the member ready again within seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from consensus.nip90 import (
     reissue_request,
     result_kind,
 )
-from sidecar.metrics import Metrics
+from sidecar.metrics import CanaryResult, Metrics
 from sidecar.relay import EmbeddedRelay, EventFeed, connect_client, from_sdk_event, publish, sign_with_keys
 
 log = logging.getLogger("dvm_sidecar.dvm")
@@ -66,10 +70,13 @@ class DvmAdapter:
         host: str = "127.0.0.1",
         port: int | None = None,
         canary: CanarySpec | None = None,
+        group_pubkey: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if mode not in ("reissue", "passthrough"):
             raise ValueError(f"dvm mode must be reissue or passthrough, not {mode!r}")
+        if mode == "passthrough" and canary is not None and group_pubkey is None:
+            raise ValueError("a canary in passthrough mode needs the group key: the DVM answers only for it")
         self.keys = operator_keys
         self.dvm_pubkey = dvm_pubkey
         self.mode = mode
@@ -78,7 +85,10 @@ class DvmAdapter:
         self.metrics = metrics
         self.relay = EmbeddedRelay(host=host, port=port)
         self.canary = canary
+        # Whom the DVM serves: its own key when requests are re-signed, the group key in passthrough.
+        self.canary_addressee = dvm_pubkey if mode == "reissue" or group_pubkey is None else group_pubkey
         self.clock = clock
+        self._canary_at = 0  # created_at of the last canary: each canary is a new event, never a duplicate
         self._forwarded: OrderedDict[str, str] = OrderedDict()  # id the DVM sees -> job id
         self._canaries: dict[str, asyncio.Future[str | None]] = {}
         self.canary_ok: bool | None = None
@@ -180,26 +190,33 @@ class DvmAdapter:
 
     async def _canary_loop(self, spec: CanarySpec) -> None:
         while True:
-            await self.run_canary(spec)
-            await asyncio.sleep(spec.interval)
+            ok = await self.run_canary(spec)
+            await asyncio.sleep(spec.interval if ok else min(spec.interval, spec.timeout))
 
     async def run_canary(self, spec: CanarySpec) -> bool:
         """Send the canary request and compare the answer; updates the metric and readiness."""
-        tags = (("i", spec.input, "text"), ("p", self.dvm_pubkey))
-        unsigned = UnsignedEvent(self.keys.public_key().to_hex(), int(self.clock()), spec.kind, tags, "")
+        tags = (("i", spec.input, "text"), ("p", self.canary_addressee))
+        self._canary_at = max(int(self.clock()), self._canary_at + 1)
+        unsigned = UnsignedEvent(self.keys.public_key().to_hex(), self._canary_at, spec.kind, tags, "")
         event = sign_with_keys(unsigned, self.keys)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._canaries[event.id] = future
+        result: CanaryResult
         try:
-            await publish(self.client, event)
+            output = await publish(self.client, event)
+            if not output.success:
+                raise ConnectionError(f"the private relay refused the canary: {output.failed}")
             content = await asyncio.wait_for(future, spec.timeout)
             result = "ok" if content == spec.expected else ("error" if content is None else "wrong")
         except TimeoutError:
             result = "timeout"
+        except Exception as exc:  # the loop must outlive a failed send; the private relay is ours to fix
+            log.error("canary not sent: %s", exc)
+            result = "error"
         finally:
             self._canaries.pop(event.id, None)
         self.canary_ok = result == "ok"
-        self.metrics.canary_finished(result)  # type: ignore[arg-type]
+        self.metrics.canary_finished(result)
         if not self.canary_ok:
             log.warning("canary: %s", result)
         return self.canary_ok

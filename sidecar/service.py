@@ -94,7 +94,7 @@ class Sidecar:
         self.dvm = DvmAdapter(
             operator_keys=setup.identity, dvm_pubkey=setup.dvm_pubkey, mode=setup.dvm_mode, kinds=setup.kinds,
             deliver=self._dvm_answer, metrics=self.metrics, host=setup.private_relay_host,
-            port=setup.private_relay_port, canary=setup.canary, clock=clock,
+            port=setup.private_relay_port, canary=setup.canary, group_pubkey=fed.pubkey, clock=clock,
         )
         self.public = PublicSide(
             relays=setup.relays, group_pubkey=fed.pubkey, kinds=setup.kinds,
