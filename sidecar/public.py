@@ -163,6 +163,8 @@ class PublicSide:
             except Exception as exc:  # nostr-sdk raises its own errors when no relay is reachable
                 accepted, failed = set(), {url: str(exc) for url in self.relays}
             already = await self.store.accepted_relays(item.event_id)
+            if accepted and not already:  # the first relay to hold it: the job is out
+                self.metrics.observe_phase("publishing", max(0.0, self.clock() - item.first_enqueued))
             missing = [url for url in self.relays if url not in accepted and url not in already]
             done = not missing or (item.attempts + 1 >= GIVE_UP_ATTEMPTS and (accepted or already))
             next_attempt = None if done else self.clock() + min(60.0, 2.0 ** item.attempts)
