@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -32,11 +33,14 @@ from sidecar.metrics import Metrics
 from sidecar.peers import PeerDirectory, make_transport
 from sidecar.public import PublicSide
 from sidecar.runner import JobRunner, Outlets
-from sidecar.store import Store
+from sidecar.store import RecentJob, Store
 
 log = logging.getLogger("dvm_sidecar.service")
 
 PEER_CONCURRENCY = 256  # peer messages handled at once (different jobs run in parallel; one job in order)
+RECENT_JOBS = 20  # jobs on the status page
+STATUS_REFRESH = 2.0  # seconds between status page refreshes from Redis
+REQUESTS_REMEMBERED = 1024  # kind and arrival of recent requests, for the status page only
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Sidecar:
         self.http: HttpServer | None = None
         self._last_heard: dict[int, float] = {}
         self._recent: tuple[JobStatus, ...] = ()
+        self._requests: OrderedDict[str, tuple[int, float]] = OrderedDict()  # request id -> (kind, received)
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(PEER_CONCURRENCY)
@@ -142,6 +147,9 @@ class Sidecar:
     # --- inputs ---
 
     async def _request(self, request: JobRequest) -> None:
+        self._requests[request.event.id] = (request.kind, self.clock())
+        while len(self._requests) > REQUESTS_REMEMBERED:
+            self._requests.popitem(last=False)
         await self.runner.feed(RequestSeen(request))
 
     async def _dvm_answer(self, answer: LocalResult | LocalError) -> None:
@@ -213,14 +221,17 @@ class Sidecar:
             now=self.clock(),
         )
 
+    def _job_status(self, job: RecentJob) -> JobStatus:
+        # A job known only from peers (or from before a restart) shows kind 0 and no time taken.
+        kind, received = self._requests.get(job.job_id, (0, job.finished_at))
+        return JobStatus(job.job_id, kind, job.outcome or job.phase, received, job.finished_at)
+
     async def _refresh_status(self) -> None:
         while True:
             try:
-                recent = await self.store.recent_jobs(20)
-                self._recent = tuple(
-                    JobStatus(r.job_id, 0, r.outcome or r.phase, r.finished_at, r.finished_at) for r in recent
-                )
+                recent = await self.store.recent_jobs(RECENT_JOBS)
+                self._recent = tuple(self._job_status(r) for r in recent)
                 self.metrics.set_outbox_depth(await self.store.outbox_depth())
             except redis.RedisError:
                 self.metrics.redis_error()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(STATUS_REFRESH)
