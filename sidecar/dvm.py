@@ -206,7 +206,8 @@ class DvmAdapter:
             output = await publish(self.client, event)
             if not output.success:
                 raise ConnectionError(f"the private relay refused the canary: {output.failed}")
-            content = await asyncio.wait_for(future, spec.timeout)
+            async with asyncio.timeout(spec.timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                content = await future
             result = "ok" if content == spec.expected else ("error" if content is None else "wrong")
         except TimeoutError:
             result = "timeout"

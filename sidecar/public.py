@@ -148,8 +148,11 @@ class PublicSide:
             except redis.RedisError:
                 self.metrics.redis_error()
                 log.exception("outbox: Redis error")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that arrives as
+            # the wake is set, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _publish_due(self) -> None:
