@@ -105,6 +105,12 @@ class JobRunner:
             state = self._states.get(job_id)
             if state is None:
                 state = await self._load(job_id)
+                if state is not None and state.phase is Phase.DONE:
+                    # It finished while this input waited for the lock (or before a restart): saving a step
+                    # from here would be refused by the store, and only evidence can come of it anyway.
+                    if not isinstance(event, TimerFired):
+                        await self._feed_finished(job_id, event, state)
+                    return
                 if state is None and len(self._states) >= MAX_PENDING_JOBS:
                     log.warning("job %s refused: %d jobs already in flight", job_id, len(self._states))
                     return
@@ -136,12 +142,12 @@ class JobRunner:
         raw = await self.store.load_job(job_id)
         return None if raw is None else JobState.from_json(raw)
 
-    async def _feed_finished(self, job_id: str, event: Input) -> None:
+    async def _feed_finished(self, job_id: str, event: Input, state: JobState | None = None) -> None:
         """Late inputs for a finished job only matter as evidence (a divergent answer arriving last)."""
-        raw = await self.store.load_job(job_id)
-        if raw is None:
-            return
-        state = JobState.from_json(raw)
+        if state is None:
+            state = await self._load(job_id)
+            if state is None:
+                return
         _, effects = step(self.member, state, event, self.clock())
         await self._execute(job_id, effects)  # the finished state stays as it was; evidence has its own stream
 
