@@ -74,6 +74,12 @@ class Federation:
         that restarted and refreshed a commitment, which is not misbehaviour."""
         return 2 * (self.n - self.threshold + 1)
 
+    @property
+    def takeover_after(self) -> float:
+        """How long a coordinator keeps the role: the configured time, but at least long enough to run the
+        n - t + 1 sessions that ROAST may need against members that withhold their shares."""
+        return max(self.timeouts.coordinator, (self.n - self.threshold + 2) * self.timeouts.session)
+
     def rotation(self, job_id: str) -> tuple[int, ...]:
         """The job's coordinator order: members sorted by a hash of the job id, so every member derives the
         same order and the load spreads over the federation."""

@@ -184,7 +184,7 @@ def resume(member: Member, state: JobState, now: float) -> tuple[JobState, list[
         st.update(fresh={**st.s.fresh, member.me: commitment})
         st.send(st.others(), GiveUp(s.job_id, commitment))
     if s.target is not None and s.agreed_at is not None:
-        st.timer("takeover", now + t.coordinator)
+        st.timer("takeover", now + st.fed.takeover_after)
         _coordinate(st)
     return st.s, st.fx
 
@@ -269,7 +269,7 @@ def _on_timer(st: _Step, name: str) -> None:
     elif name == "takeover":
         if s.target is not None and s.attempt < st.fed.n:
             st.update(attempt=s.attempt + 1)
-            st.timer("takeover", st.now + st.fed.timeouts.coordinator)
+            st.timer("takeover", st.now + st.fed.takeover_after)
             _coordinate(st)
     elif name == "session":
         _coordinate(st)
@@ -479,7 +479,8 @@ def _check_give_up(st: _Step) -> None:
 
 def _agree(st: _Step, target: Target, digest: bytes) -> None:
     st.update(target=target, digest=digest, agreed_at=st.now, phase=Phase.SIGNING)
-    st.timer("takeover", st.now + st.fed.timeouts.coordinator)
+    st.timer("takeover", st.now + st.fed.takeover_after)
+    st.timer("session", st.now + st.fed.timeouts.session)  # stop waiting for members not heard from
     _coordinate(st)
 
 
@@ -493,6 +494,20 @@ def _eligible(st: _Step) -> list[int]:
     return [m for m in st.m.rotation(s.job_id) if m in support]
 
 
+def _coordinators(st: _Step, eligible: list[int]) -> list[int]:
+    """Who may coordinate, in rotation order: the supporting members, and for a short while after agreement
+    also the members not heard from yet. Waiting that long for the earlier members of the rotation makes all
+    members settle on the same coordinator (two coordinators would each spend a signing session), while a
+    member that is down is passed over after one session timeout instead of a coordinator timeout."""
+    s = st.s
+    assert s.agreed_at is not None
+    if st.now >= s.agreed_at + st.fed.timeouts.session:
+        return eligible
+    heard = s.gave_up if s.target is Target.NO_QUORUM else frozenset(s.announcements)
+    support = set(eligible)
+    return [m for m in st.m.rotation(s.job_id) if m in support or m not in heard]
+
+
 def _coordinate(st: _Step) -> None:
     """If this member coordinates the job now, start a signing session when none is under way and t
     supporting members have unused commitments."""
@@ -500,7 +515,8 @@ def _coordinate(st: _Step) -> None:
     if s.target is None or s.digest is None or s.phase is Phase.DONE:
         return
     eligible = _eligible(st)
-    if len(eligible) < st.fed.threshold or eligible[s.attempt % len(eligible)] != st.m.me:
+    coordinators = _coordinators(st, eligible)
+    if len(eligible) < st.fed.threshold or coordinators[s.attempt % len(coordinators)] != st.m.me:
         return
     if len(s.sessions) >= st.fed.max_sessions:
         return
