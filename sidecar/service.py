@@ -37,7 +37,8 @@ from sidecar.store import RecentJob, Store
 
 log = logging.getLogger("dvm_sidecar.service")
 
-PEER_CONCURRENCY = 256  # peer messages handled at once (different jobs run in parallel; one job in order)
+PEER_CONCURRENCY = 256
+STOP_TIMEOUT = 10.0  # seconds each part gets to stop  # peer messages handled at once (different jobs run in parallel; one job in order)
 RECENT_JOBS = 20  # jobs on the status page
 STATUS_REFRESH = 2.0  # seconds between status page refreshes from Redis
 REQUESTS_REMEMBERED = 1024  # kind and arrival of recent requests, for the status page only
@@ -138,11 +139,14 @@ class Sidecar:
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
         await self.runner.close()
+        parts = [self.public.stop(), self.dvm.stop(), self.transport.stop()]
         if self.http is not None:
-            await self.http.stop()
-        await self.public.stop()
-        await self.dvm.stop()
-        await self.transport.stop()
+            parts.insert(0, self.http.stop())
+        for part in parts:  # a part that hangs (a relay that never answers) must not keep the process up
+            try:
+                await asyncio.wait_for(part, STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("member %d: a part did not stop within %g s", self.setup.me, STOP_TIMEOUT)
 
     # --- inputs ---
 
