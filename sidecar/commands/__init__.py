@@ -4,4 +4,4 @@ A module registers its parser and sets ``handler=`` to a function taking the par
 exit code. Add a new subcommand by adding its module name to ``COMMANDS``.
 """
 
-COMMANDS: tuple[str, ...] = ("keys", "example_dvm", "demo", "federation", "simulate", "verify")
+COMMANDS: tuple[str, ...] = ("keys", "example_dvm", "demo", "federation", "simulate", "verify", "run")
