@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from consensus.messages import Message
-from consensus.nip90 import DvmResult, JobRequest, NostrEvent
+from consensus.nip90 import DvmResult, JobRequest, NostrEvent, UnsignedEvent
 
 # --- inputs ---
 
@@ -24,6 +24,18 @@ class RequestSeen:
     @property
     def job_id(self) -> str:
         return self.request.event.id
+
+
+@dataclass(frozen=True)
+class CosignEvent:
+    """An event every member builds the same way from the federation's shared settings (the NIP-89
+    announcement): co-sign it once t members' own copies match. The job id is the event's id."""
+
+    event: UnsignedEvent
+
+    @property
+    def job_id(self) -> str:
+        return self.event.event_id().hex()
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class TimerFired:
     name: str  # dvm | deadline | takeover | session | expire
 
 
-Input = RequestSeen | LocalResult | LocalError | PeerMessage | TimerFired
+Input = RequestSeen | CosignEvent | LocalResult | LocalError | PeerMessage | TimerFired
 
 # --- effects ---
 

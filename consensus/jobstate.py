@@ -18,7 +18,7 @@ from typing import Any
 
 from consensus.frost import SignatureShare, SigningCommitments
 from consensus.messages import Target
-from consensus.nip90 import JobRequest, NostrEvent, parse_job_request
+from consensus.nip90 import JobRequest, NostrEvent, UnsignedEvent, parse_job_request
 from consensus.policies import ResultPayload
 
 # The digest every member announces when its DVM failed or timed out, and the one a no-quorum session signs.
@@ -69,6 +69,7 @@ class JobState:
     phase: Phase
     created_at: float
     request: JobRequest | None = None
+    fixed_event: UnsignedEvent | None = None  # for a CosignEvent job: the event itself, instead of a request
     seen_at: float | None = None
     own: Announcement | None = None
     own_reason: str = ""  # "error" or "timeout" when the own DVM gave no result
@@ -112,12 +113,21 @@ def _unann(v: list[Any]) -> Announcement:
     return Announcement(bytes.fromhex(v[0]), None if v[1] is None else ResultPayload.from_json(v[1]))
 
 
+def _unsigned(e: UnsignedEvent) -> list[Any]:
+    return [e.pubkey, e.created_at, e.kind, [list(t) for t in e.tags], e.content]
+
+
+def _ununsigned(v: list[Any]) -> UnsignedEvent:
+    return UnsignedEvent(v[0], v[1], v[2], tuple(tuple(t) for t in v[3]), v[4])
+
+
 def _to_obj(s: JobState) -> dict[str, Any]:
     return {
         "job_id": s.job_id,
         "phase": s.phase.value,
         "created_at": s.created_at,
         "request": None if s.request is None else s.request.event.to_json(),
+        "fixed_event": None if s.fixed_event is None else _unsigned(s.fixed_event),
         "seen_at": s.seen_at,
         "own": None if s.own is None else _ann(s.own),
         "own_reason": s.own_reason,
@@ -161,6 +171,7 @@ def _from_obj(o: dict[str, Any]) -> JobState:
         phase=Phase(o["phase"]),
         created_at=o["created_at"],
         request=request,
+        fixed_event=None if o["fixed_event"] is None else _ununsigned(o["fixed_event"]),
         seen_at=o["seen_at"],
         own=None if o["own"] is None else _unann(o["own"]),
         own_reason=o["own_reason"],

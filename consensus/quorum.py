@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from consensus import frost
 from consensus.effects import (
+    CosignEvent,
     Effect,
     Evidence,
     Finished,
@@ -48,6 +49,7 @@ from consensus.federation import Federation
 from consensus.jobstate import ERROR_DIGEST, NO_QUORUM_DIGEST, Announcement, JobState, Phase, Session
 from consensus.messages import Announce, Done, GiveUp, Message, Share, SignRequest, Target
 from consensus.nip90 import NostrEvent, UnsignedEvent, build_feedback_event, build_result_event
+from consensus.policies import ResultPayload
 
 ERROR_INFO = "the federation's DVMs reported an error or did not answer in time"
 NO_QUORUM_INFO = "no quorum: the federation's DVMs did not agree on a result"
@@ -138,11 +140,15 @@ class _Step:
 
 def step(member: Member, state: JobState | None, event: Input, now: float) -> tuple[JobState, list[Effect]]:
     """Apply one input to a job's state; returns the new state and the effects to carry out, in order."""
+    if state is not None and state.job_id != event.job_id:
+        raise ValueError("the input is for another job than the state")
     st = _Step(member, state if state is not None else new_job(event.job_id, now), now)
     if st.s.phase is Phase.DONE and not _late_announce(event):
         return st.s, []
     if isinstance(event, RequestSeen):
         _on_request(st, event)
+    elif isinstance(event, CosignEvent):
+        _on_cosign(st, event)
     elif isinstance(event, LocalResult):
         _on_local_result(st, event)
     elif isinstance(event, LocalError):
@@ -210,6 +216,20 @@ def _on_request(st: _Step, event: RequestSeen) -> None:
     st.timer("deadline", st.now + t.deadline)
     st.timer("expire", _expiry(st))
     _check_agreement(st)
+
+
+def _on_cosign(st: _Step, event: CosignEvent) -> None:
+    """This member's own copy of a shared event: announce it as its answer; t matching copies agree."""
+    if st.s.request is not None or st.s.fixed_event is not None:
+        return
+    if event.event.pubkey != st.fed.pubkey:
+        raise ValueError("a co-signed event must be authored by the federation's key")
+    t = st.fed.timeouts
+    st.update(fixed_event=event.event, seen_at=st.now)
+    st.timer("deadline", st.now + t.deadline)
+    st.timer("expire", _expiry(st))
+    payload = ResultPayload(event.event.content, event.event.tags)
+    _announce(st, Announcement(payload.digest(), payload), reason="")
 
 
 def _on_local_result(st: _Step, event: LocalResult) -> None:
@@ -458,7 +478,7 @@ def _record_divergence(st: _Step, member: int, told: Announcement | None = None)
 
 def _check_agreement(st: _Step) -> None:
     s = st.s
-    if s.target is not None or s.request is None:
+    if s.target is not None or (s.request is None and s.fixed_event is None):
         return
     counts = Counter(a.digest for a in s.announcements.values())
     reached = [d for d, c in counts.items() if c >= st.fed.threshold]
@@ -597,6 +617,9 @@ def _build_event(st: _Step, target: Target, digest: bytes) -> UnsignedEvent | No
     """The event for a target, byte-identical on every member: authored by the group key, dated with the
     request's created_at (a time every member knows the same)."""
     s = st.s
+    if s.fixed_event is not None:
+        own = ResultPayload(s.fixed_event.content, s.fixed_event.tags).digest()
+        return s.fixed_event if target is Target.RESULT and digest == own else None
     request = s.request
     if request is None:
         return None

@@ -21,7 +21,7 @@ from nostr_sdk import NostrSdkError, PublicKey, RelayUrl
 from consensus.errors import InvalidContribution
 from consensus.federation import Federation, Timeouts
 from consensus.frost import PublicKeyPackage, parse_point
-from consensus.nip90 import REQUEST_KINDS
+from consensus.nip90 import REQUEST_KINDS, UnsignedEvent, build_handler_info
 from consensus.policies import parse_policy
 from sidecar.toml_fields import (
     fail,
@@ -39,8 +39,8 @@ from sidecar.toml_fields import (
 
 WHAT = "federation file"
 MAX_MEMBERS = 65535
-TOP_KEYS = ("name", "group_npub", "threshold", "kinds", "digest_policy", "relays", "vss_commitment", "timeouts",
-            "members")
+TOP_KEYS = ("name", "about", "announced_at", "group_npub", "threshold", "kinds", "digest_policy", "relays",
+            "vss_commitment", "timeouts", "members")
 MEMBER_KEYS = ("index", "name", "identity_npub", "verifying_share")
 # [timeouts] key -> Timeouts field
 TIMEOUT_KEYS = {"dvm_seconds": "dvm", "deadline_seconds": "deadline", "coordinator_seconds": "coordinator",
@@ -74,6 +74,8 @@ class FederationFile:
     members: tuple[MemberEntry, ...]
     vss_commitment: tuple[bytes, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
+    about: str = ""
+    announced_at: int | None = None  # created_at of the NIP-89 announcement; None: the federation announces none
 
     @property
     def npub(self) -> str:
@@ -91,6 +93,15 @@ class FederationFile:
         return Federation(keys=self.public_key_package(), policy=parse_policy(self.digest_policy),
                           timeouts=self.timeouts)
 
+    def handler_info(self) -> UnsignedEvent | None:
+        """The federation's NIP-89 kind 31990 announcement, byte-identical at every member (its date is in the
+        file), so the members co-sign it like a result; a changed file (kinds, name, about) announces anew."""
+        if self.announced_at is None:
+            return None
+        metadata = {"name": self.name or "dvm-sidecar federation", "about": self.about}
+        return build_handler_info(self.group_pubkey, self.kinds, metadata, f"dvm-sidecar-{self.group_pubkey[:16]}",
+                                  created_at=self.announced_at)
+
     def identities(self) -> dict[int, str]:
         """Member index -> identity public key (x-only hex): who may sign peer messages as whom."""
         return {m.index: m.identity_pubkey for m in self.members}
@@ -102,6 +113,8 @@ class FederationFile:
             "# Made by `dvm-sidecar federation init`; `dvm-sidecar federation show` prints it. Every key is",
             "# described in deploy/federation-example/README.md of the dvm-sidecar repository.",
             f"name = {_string(self.name)}",
+            *([f"about = {_string(self.about)}"] if self.about else []),
+            *([f"announced_at = {self.announced_at}"] if self.announced_at is not None else []),
             f"group_npub = {_string(self.npub)}",
             f"threshold = {self.threshold}",
             f"kinds = [{', '.join(map(str, self.kinds))}]",
@@ -169,6 +182,9 @@ def federation_from_dict(doc: Mapping[str, Any], where: str) -> FederationFile:
         name=name, group_pubkey=group_pubkey, threshold=threshold, kinds=kinds, digest_policy=policy,
         relays=relays, members=members, vss_commitment=commitment,
         timeouts=_timeouts(doc.get("timeouts", {}), where),
+        about=text(doc.get("about", ""), where, "about", empty=True),
+        announced_at=None if "announced_at" not in doc else integer(
+            doc["announced_at"], where, "announced_at", 1, 2**32 - 1),
     )
     try:
         federation.public_key_package().verify_vss()

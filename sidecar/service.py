@@ -19,12 +19,12 @@ import redis
 import redis.asyncio as aioredis
 from nostr_sdk import Keys, PublicKey
 
-from consensus.effects import LocalError, LocalResult, PeerMessage, RequestSeen
+from consensus.effects import CosignEvent, LocalError, LocalResult, PeerMessage, RequestSeen
 from consensus.errors import InvalidContribution
 from consensus.federation import Federation
 from consensus.frost import KeyPackage
 from consensus.messages import Message, decode, encode, message_type
-from consensus.nip90 import JobRequest
+from consensus.nip90 import JobRequest, UnsignedEvent
 from consensus.quorum import Member
 from sidecar import __version__
 from sidecar.dvm import CanarySpec, DvmAdapter
@@ -63,6 +63,7 @@ class MemberSetup:
     canary: CanarySpec | None = None
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: no HTTP server
+    handler_info: UnsignedEvent | None = None  # the NIP-89 announcement the federation co-signs on start
 
     @property
     def me(self) -> int:
@@ -128,6 +129,8 @@ class Sidecar:
         resumed = await self.runner.resume_all()
         if resumed:
             log.info("resumed %d jobs in flight", resumed)
+        if self.setup.handler_info is not None:  # done already (same event id) means nothing to do
+            await self.runner.feed(CosignEvent(self.setup.handler_info))
         self._tasks += [asyncio.create_task(self._peers()), asyncio.create_task(self._refresh_status())]
         log.info("member %d of %s ready; private relay %s", self.setup.me, self.setup.federation.pubkey, self.dvm.url)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                       help="a job request kind served (5000-5999)")
     init.add_argument("--policy", default="exact", metavar="POLICY",
                       help="how results are compared: exact (default), json or tag:NAME")
-    init.add_argument("--name", default="", help="a label for people")
+    init.add_argument("--name", default="", help="a label for people; also the name in the NIP-89 announcement")
+    init.add_argument("--about", default="", help="what the federation's DVM does, for the NIP-89 announcement")
+    init.add_argument("--no-announcement", action="store_true",
+                      help="do not publish a NIP-89 kind 31990 announcement of the federation")
     defaults = Timeouts()
     for attr, option in _TIMEOUT_OPTIONS.items():
         init.add_argument(option, type=float, dest=f"timeout_{attr}", metavar="SECONDS",
@@ -111,7 +115,8 @@ def run_init(args: argparse.Namespace) -> int:
     draft = FederationFile(
         name=args.name, group_pubkey=package.xonly_public_key.hex(), threshold=keyset.threshold,
         kinds=tuple(args.kind), digest_policy=args.policy, relays=tuple(args.relay), members=members,
-        vss_commitment=package.vss_commitment, timeouts=timeouts,
+        vss_commitment=package.vss_commitment, timeouts=timeouts, about=args.about,
+        announced_at=None if args.no_announcement else int(time.time()),
     )
     text = draft.to_toml()
     if parse_federation(text, str(out)) != draft:  # the file must read back as exactly what was meant

@@ -79,6 +79,7 @@ def prepare(config: SidecarConfig) -> tuple[FederationFile, MemberSetup]:
         canary=canary,
         http_host=config.http_host,
         http_port=config.http_port,
+        handler_info=federation_file.handler_info(),
     )
     return federation_file, setup
 

@@ -1,14 +1,29 @@
 """The smallest whole-process check: an operator's setup (CLI ceremony, config files, `dvm-sidecar run`)
-co-signs a job, and a member killed with SIGKILL after the job started is restarted and catches up."""
+announces the federation (NIP-89, co-signed) and co-signs a job."""
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
+from datetime import timedelta
+
+from nostr_sdk import Event, Filter, Kind, PublicKey, ReqTarget
 
 from sidecar.config import load_federation
+from sidecar.relay import connect_client
 from tests.e2e.customer import Customer
 from tests.e2e.processes import ProcessFederation
+
+
+async def _announcements(url: str, group: str) -> list[Event]:
+    client = await connect_client(url)
+    try:
+        found = await client.fetch_events(
+            ReqTarget.auto([Filter().kind(Kind(31990)).author(PublicKey.parse(group))]), timedelta(seconds=5)
+        )
+        return list(found)
+    finally:
+        await client.shutdown()
 
 
 def _group(fed: ProcessFederation) -> str:
@@ -27,4 +42,9 @@ async def test_a_federation_of_processes_cosigns_a_job(
         assert event.content() == job.expected
         assert len(await customer.stored(job)) == 1
         customer.check_all_federation()
+    announcements = await _announcements(public_relay.url, _group(fed))
+    assert len(announcements) == 1  # co-signed once, whoever coordinated; the same event id from everyone
+    (event,) = announcements
+    assert event.verify() and event.kind().as_u16() == 31990
+    assert ["k", "5050"] in [t.to_vec() for t in event.tags()]
     assert tomllib.loads(fed.members[1].config.read_text())["member"]["index"] == 1
