@@ -129,3 +129,30 @@ def lagrange_coefficient(identifier: int, identifiers: Iterable[int]) -> int:
             numerator *= other
             denominator *= other - identifier
     return numerator * pow(denominator, -1, N) % N
+
+
+def lagrange_coefficients(identifiers: Sequence[int]) -> list[int]:
+    """lambda_i at x = 0 for every i of ``identifiers`` (distinct), in that order, with ONE modular inverse.
+
+    lambda_i = P / (x_i * prod_{j != i} (x_j - x_i)) with P the product of all x_j; the denominators are
+    inverted together (Montgomery's trick), since a coordinator checking t shares needs all t coefficients.
+    """
+    product = 1
+    for x in identifiers:
+        product *= x
+    denominators = []
+    for x in identifiers:
+        denominator = x
+        for other in identifiers:
+            if other != x:
+                denominator *= other - x
+        denominators.append(denominator % N)
+    prefix = [1]  # prefix[k] = d_0 * ... * d_{k-1}
+    for denominator in denominators:
+        prefix.append(prefix[-1] * denominator % N)
+    inverse = pow(prefix[-1], -1, N)  # 1 / (d_0 * ... * d_{k}) as k walks down
+    coefficients = [0] * len(denominators)
+    for k in range(len(denominators) - 1, -1, -1):
+        coefficients[k] = product * inverse * prefix[k] % N
+        inverse = inverse * denominators[k] % N
+    return coefficients

@@ -177,12 +177,19 @@ def sign(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommit
     return SignatureShare._computed(me, (own + lagrange_coefficient(me, ids) * share * challenge) % N)
 
 
-def group_commitment(ordered: Sequence[SigningCommitments], rhos: Sequence[int]) -> Point:
-    """R = sum_j D_j + rho_j*E_j (public values only), with one point sum."""
-    points: list[Point | None] = []
-    for c, rho in zip(ordered, rhos):
-        points += (c._hiding_point, mul(c._binding_point, rho))  # type: ignore[attr-defined]
-    total = point_sum(points)
+def binding_terms(ordered: Sequence[SigningCommitments], rhos: Sequence[int]) -> list[Point | None]:
+    """rho_j*E_j for each member (public values only): the point multiplications in R, which a coordinator
+    keeps to check every share without computing them again."""
+    return [mul(c._binding_point, rho) for c, rho in zip(ordered, rhos)]  # type: ignore[attr-defined]
+
+
+def group_commitment(ordered: Sequence[SigningCommitments], rhos: Sequence[int],
+                     terms: Sequence[Point | None] | None = None) -> Point:
+    """R = sum_j D_j + rho_j*E_j (public values only), with one point sum; ``terms`` are the rho_j*E_j if the
+    caller already has them (``binding_terms``)."""
+    if terms is None:
+        terms = binding_terms(ordered, rhos)
+    total = point_sum([c._hiding_point for c in ordered] + list(terms))  # type: ignore[attr-defined]
     if total is None:
         raise identity_commitment()
     return total
