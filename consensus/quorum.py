@@ -572,17 +572,9 @@ def _complete(st: _Step, session: Session) -> None:
     try:
         signature = frost.aggregate(fed.suite, session.event_id, session.commitments, session.shares, fed.keys)
     except InvalidContribution as exc:
-        # aggregate checks the shares in identifier order and names the first invalid one: the shares before
-        # it are known good, so only the later ones are checked here (each check recomputes R: O(t) points)
-        first = exc.signer
-        culprits = set() if first is None else {first}
-        for share in session.shares:
-            if first is not None and share.identifier <= first:
-                continue
-            try:
-                frost.verify_signature_share(fed.suite, share, session.event_id, session.commitments, fed.keys)
-            except InvalidContribution:
-                culprits.add(share.identifier)
+        # aggregate checks every share with the R it computed and names all the bad ones; any other failure
+        # (R the identity, an inconsistent key package) is no single member's fault
+        culprits = set(exc.signers) if isinstance(exc, frost.InvalidShares) else set()
         for member in sorted(culprits):
             st.evidence(member, "invalid_share", f"an invalid signature share in session {session.number}")
         st.update(bad=st.s.bad | culprits, fresh={m: c for m, c in st.s.fresh.items() if m not in culprits})
