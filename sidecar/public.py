@@ -21,7 +21,7 @@ from nostr_sdk import Client, Event, Filter, Kind, PublicKey, RelayStatus, Relay
 
 from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
 from sidecar.metrics import Metrics
-from sidecar.relay import EventFeed, from_sdk_event, publish
+from sidecar.relay import EventFeed, publish
 from sidecar.store import Store
 
 log = logging.getLogger("dvm_sidecar.public")
@@ -100,10 +100,14 @@ class PublicSide:
 
     async def _accept(self, sdk_event: Event) -> None:
         reject = self.metrics.request_rejected
+        raw = sdk_event.as_json()
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_EVENT_BYTES:
+            reject("oversize")  # measured, not read from an error message's wording
+            return
         try:
-            event = from_sdk_event(sdk_event, max_bytes=MAX_EVENT_BYTES)
-        except ValueError as exc:
-            reject("oversize" if "exceeds" in str(exc) or "bytes" in str(exc) else "malformed")
+            event = NostrEvent.from_json(raw, max_bytes=MAX_EVENT_BYTES)
+        except ValueError:
+            reject("malformed")
             return
         if event.kind not in self.kinds:
             reject("wrong_kind")
