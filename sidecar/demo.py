@@ -87,7 +87,8 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
     report = DemoReport(options, local.npub)
     try:
         await local.start(set())
-        say(f"redis      {Path(local.redis_server.binary).name} on {local.redis_url}")
+        server = f"{Path(local.redis_server.binary).name} on " if local.redis_server is not None else ""
+        say(f"redis      {server}{local.redis_url}")
         say(f"relay      {local.public_url}{'' if options.relay else ' (embedded)'}")
         say(f"federation {local.npub}  ({options.threshold}-of-{options.members}, {options.transport} transport)")
         for m in members:

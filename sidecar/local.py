@@ -9,7 +9,8 @@ stopped and started again on the same Redis (a crash and restart of one operator
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -35,8 +36,11 @@ class LocalOptions:
     transport: str = "nostr"
     mode: str = "reissue"
     relay: str | None = None  # an existing public relay instead of an embedded one
+    extra_relays: tuple[str, ...] = ()  # more public relays every member also uses (after the first)
+    redis_url: str | None = None  # an existing Redis server instead of an embedded one
     timeouts: Timeouts = DEMO_TIMEOUTS
     dvm_delay: float = 0.0
+    dvm_delays: Mapping[int, float] = field(default_factory=dict)  # per member, over dvm_delay
 
 
 class LocalFederation:
@@ -46,7 +50,7 @@ class LocalFederation:
         self.options = options
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="dvm-sidecar-")
         self.state_dir = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
-        self.redis_server = RedisServer(self.state_dir / "redis")
+        self.redis_server = None if options.redis_url else RedisServer(self.state_dir / "redis")
         self.relay: EmbeddedRelay | None = None if options.relay else EmbeddedRelay()
         shares, package = frost.trusted_dealer_keygen(frost.SECP256K1_TR, options.threshold, options.members)
         self.federation = Federation(package, timeouts=options.timeouts)
@@ -57,7 +61,7 @@ class LocalFederation:
         self.dvms: dict[int, ExampleDvm] = {}
         self._clients: dict[int, aioredis.Redis] = {}
         self.public_url = options.relay or ""
-        self.redis_url = ""
+        self.redis_url = options.redis_url or ""
 
     @property
     def group_pubkey(self) -> str:
@@ -72,7 +76,7 @@ class LocalFederation:
         return MemberSetup(
             federation=self.federation,
             identities={m: k.public_key().to_hex() for m, k in self.identities.items()},
-            relays=(self.public_url,),
+            relays=(self.public_url, *self.options.extra_relays),
             kinds=(KIND,),
             key_package=self.key_packages[member],
             identity=self.identities[member],
@@ -82,7 +86,8 @@ class LocalFederation:
         )
 
     async def start(self, members: set[int] | None = None) -> None:
-        self.redis_url = self.redis_server.start()
+        if self.redis_server is not None:
+            self.redis_url = self.redis_server.start()
         if self.relay is not None:
             self.public_url = await self.relay.start()
         for m in sorted(members if members is not None else self.federation.members):
@@ -97,7 +102,8 @@ class LocalFederation:
         answer_for = self.group_pubkey if self.options.mode == "passthrough" else None
         dvm = ExampleDvm(
             self.dvm_keys[member], sidecar.private_relay_url, kinds=(KIND,), answer_for=answer_for,
-            wrong=member in self.options.wrong, fail=member in self.options.failing, delay=self.options.dvm_delay,
+            wrong=member in self.options.wrong, fail=member in self.options.failing,
+            delay=self.options.dvm_delays.get(member, self.options.dvm_delay),
         )
         await dvm.start()
         self.dvms[member] = dvm
@@ -119,7 +125,8 @@ class LocalFederation:
             await self.stop_member(member)
         if self.relay is not None:
             await self.relay.stop()
-        self.redis_server.stop()
+        if self.redis_server is not None:
+            self.redis_server.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
 
