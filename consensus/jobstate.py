@@ -101,7 +101,7 @@ class JobState:
         """Load a state this code wrote; ``ValueError`` if it is not one."""
         try:
             return _from_obj(json.loads(text))
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, AttributeError, IndexError, RecursionError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a stored job state: {exc.__class__.__name__}: {exc}") from None
 
 
