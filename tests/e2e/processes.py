@@ -45,6 +45,7 @@ class MemberProcess:
     sidecar: subprocess.Popen[bytes] | None = None
     dvm: subprocess.Popen[bytes] | None = None
     dvm_flags: list[str] = field(default_factory=list)
+    program: list[str] = field(default_factory=lambda: list(CLI))  # what runs `run --config` (a test may wrap it)
 
 
 class ProcessFederation:
@@ -105,7 +106,7 @@ class ProcessFederation:
     def start(self, member: int) -> None:
         m = self.members[member]
         with m.log.open("ab") as log:  # the children keep their own copies of the descriptor
-            m.sidecar = subprocess.Popen([*CLI, "run", "--config", str(m.config)], stdout=log, stderr=log,
+            m.sidecar = subprocess.Popen([*m.program, "run", "--config", str(m.config)], stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL)
             self._wait_port(m.http_port, m.sidecar)
             m.dvm = subprocess.Popen(
