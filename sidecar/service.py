@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 from nostr_sdk import Keys, PublicKey
 
-from consensus.effects import CosignEvent, LocalError, LocalResult, PeerMessage, RequestSeen
+from consensus.effects import CosignEvent, Input, LocalError, LocalResult, PeerMessage, RequestSeen
 from consensus.errors import InvalidContribution
 from consensus.federation import Federation
 from consensus.frost import KeyPackage
@@ -37,8 +37,8 @@ from sidecar.store import RecentJob, Store
 
 log = logging.getLogger("dvm_sidecar.service")
 
-PEER_CONCURRENCY = 256
-STOP_TIMEOUT = 10.0  # seconds each part gets to stop  # peer messages handled at once (different jobs run in parallel; one job in order)
+INPUT_CONCURRENCY = 256  # inputs handled at once (different jobs in parallel; each job one input at a time)
+STOP_TIMEOUT = 10.0  # seconds each part gets to stop
 RECENT_JOBS = 20  # jobs on the status page
 STATUS_REFRESH = 2.0  # seconds between status page refreshes from Redis
 REQUESTS_REMEMBERED = 1024  # kind and arrival of recent requests, for the status page only
@@ -113,7 +113,7 @@ class Sidecar:
         self._requests: OrderedDict[str, tuple[int, float]] = OrderedDict()  # request id -> (kind, received)
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(PEER_CONCURRENCY)
+        self._slots = asyncio.Semaphore(INPUT_CONCURRENCY)
 
     @property
     def private_relay_url(self) -> str:
@@ -157,10 +157,10 @@ class Sidecar:
         self._requests[request.event.id] = (request.kind, self.clock())
         while len(self._requests) > REQUESTS_REMEMBERED:
             self._requests.popitem(last=False)
-        await self.runner.feed(RequestSeen(request))
+        await self._spawn(RequestSeen(request))
 
     async def _dvm_answer(self, answer: LocalResult | LocalError) -> None:
-        await self.runner.feed(answer)
+        await self._spawn(answer)
 
     async def _peers(self) -> None:
         async for envelope in self.transport.messages():
@@ -174,19 +174,25 @@ class Sidecar:
             self._last_heard[envelope.sender] = self.clock()
             self.metrics.peer_seen(envelope.sender)
             self.metrics.peer_message(message_type(message))  # type: ignore[arg-type]
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(envelope.sender, message))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            await self._spawn(PeerMessage(envelope.sender, message))
 
-    async def _handle(self, sender: int, message: Message) -> None:
+    async def _spawn(self, event: Input) -> None:
+        """Feed an input in a task of its own, so one job waiting on a relay or Redis never holds up the
+        others (each job still sees its inputs one at a time, under the runner's lock). Bounded: when
+        INPUT_CONCURRENCY inputs are in progress, the caller waits."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(event))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, event: Input) -> None:
         try:
-            await self.runner.feed(PeerMessage(sender, message))
+            await self.runner.feed(event)
         except redis.RedisError:
             self.metrics.redis_error()
-            log.exception("Redis error while handling a message from member %d", sender)
-        except Exception:  # one bad message must never stop the member
-            log.exception("failed to handle a message from member %d", sender)
+            log.exception("job %s: Redis error while handling %s", event.job_id, type(event).__name__)
+        except Exception:  # one bad input must never stop the member
+            log.exception("job %s: failed to handle %s", event.job_id, type(event).__name__)
         finally:
             self._slots.release()
 
