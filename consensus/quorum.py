@@ -463,7 +463,10 @@ def _on_done(st: _Step, sender: int, msg: Done) -> None:
         st.update(target=msg.target, digest=msg.digest)
         for member in sorted(st.s.announcements):
             _record_divergence(st, member)
-    _finish(st, outcome=_outcome(st, msg.target), event=event.with_signature(msg.signature), signers=msg.signers)
+    # Only the coordinator publishes: its outbox held the event (atomically with its finished state) before
+    # this DONE left it, so the event is not lost if it crashes now, and relays see one publisher, not n.
+    _finish(st, outcome=_outcome(st, msg.target), event=event.with_signature(msg.signature), signers=msg.signers,
+            publish=False)
 
 
 # --- agreement and coordination ---------------------------------------------------------------------------
@@ -596,11 +599,13 @@ def _outcome(st: _Step, target: Target) -> str:
     return "timeout" if st.s.own_reason == "timeout" else "dvm_error"
 
 
-def _finish(st: _Step, *, outcome: str, event: NostrEvent | None, signers: tuple[int, ...]) -> None:
+def _finish(
+    st: _Step, *, outcome: str, event: NostrEvent | None, signers: tuple[int, ...], publish: bool = True
+) -> None:
     done_event = event
     st.update(phase=Phase.DONE, outcome=outcome, done_event=done_event, done_signers=signers, finished_at=st.now)
     st.m.forget(st.s.job_id)
-    if done_event is not None:
+    if done_event is not None and publish:
         st.fx.append(Publish(st.s.job_id, done_event))
     st.fx.append(Finished(st.s.job_id, outcome, done_event, len(st.s.sessions)))
 
