@@ -108,7 +108,10 @@ def point_sum(points: Sequence[Point | None]) -> Point | None:
 
 
 def same_point(a: Point | None, b: Point | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and encode(a) == encode(b))
+    """Equality of two points (``None`` the identity), compared by libsecp256k1 without serialising them."""
+    if a is None or b is None:
+        return a is b
+    return lib.secp256k1_ec_pubkey_cmp(_CTX, a, b) == 0  # type: ignore[no-any-return]
 
 
 def negate_encoded(point: bytes) -> bytes:
