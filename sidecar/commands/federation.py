@@ -12,13 +12,12 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from nostr_sdk import NostrSdkError, PublicKey
 
-from consensus.errors import InvalidContribution
 from consensus.federation import Timeouts
+from sidecar.commands import guarded
 from sidecar.federation_file import FederationFile, MemberEntry, load_federation, parse_federation
 from sidecar.keyfiles import PUBLIC_MODE, check_new_files, load_keyset, write_files
 
@@ -61,22 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                               description="Check a federation file and print what it says.")
     show.add_argument("file", type=Path, metavar="FILE")
     show.set_defaults(handler=guarded("federation show", run_show))
-
-
-def guarded(command: str, run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn every expected failure into one line on stderr and exit code 1."""
-
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (ValueError, InvalidContribution) as exc:
-            message = str(exc)
-        except OSError as exc:
-            message = f"{exc.strerror or 'input/output error'}: {exc.filename}"
-        print(f"dvm-sidecar {command}: error: {' '.join(message.split())}", file=sys.stderr)
-        return 1
-
-    return handler
 
 
 def _pairs(values: list[str], option: str, what: str) -> dict[int, str]:

@@ -11,13 +11,12 @@ import argparse
 import math
 import random
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from itertools import combinations
 from pathlib import Path
 
 from nostr_sdk import EventBuilder, Keys, KeySecurity, Kind, NostrSdkError, PublicKey, SecretKey
 
-from consensus.errors import InvalidContribution
 from consensus.frost import (
     SECP256K1_TR,
     PublicKeyPackage,
@@ -28,6 +27,7 @@ from consensus.frost import (
     trusted_dealer_keygen,
     vss_verify,
 )
+from sidecar.commands import guarded
 from sidecar.keyfiles import (
     DEFAULT_KDF_LOG_N,
     MAX_MEMBERS,
@@ -69,21 +69,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              description="Generate a new group key and write a keyset file and one encrypted "
                                          "share file per member into DIR.")
     _add_split_options(new)
-    new.set_defaults(handler=_guarded(run_new))
+    new.set_defaults(handler=guarded("keys new", run_new))
 
     split = actions.add_parser("split", help="split an existing nsec t-of-n (the group npub is its npub)",
                                description="Split an existing secret key so that the group npub is its npub.")
     _add_split_options(split)
     split.add_argument("--nsec-file", type=Path, required=True, metavar="FILE",
                        help="file holding the secret key (bech32 nsec1... or 64 hex characters)")
-    split.set_defaults(handler=_guarded(run_split))
+    split.set_defaults(handler=guarded("keys split", run_split))
 
     identity = actions.add_parser("identity", help="make an operator identity key (signs peer messages)",
                                   description="Generate an operator identity key, encrypted, mode 0600.")
     identity.add_argument("--out", type=Path, required=True, metavar="FILE", help="identity key file to create")
     _add_passphrase_option(identity)
     _add_kdf_option(identity)
-    identity.set_defaults(handler=_guarded(run_identity))
+    identity.set_defaults(handler=guarded("keys identity", run_identity))
 
     show = actions.add_parser("show", help="print a key file's public facts; check a share against its keyset",
                               description="Print the public facts of a keyset, share or identity file. With "
@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show.add_argument("--keyset", type=Path, metavar="KEYSET",
                       help="check the share file against this keyset (needs the passphrase)")
     _add_passphrase_option(show)
-    show.set_defaults(handler=_guarded(run_show))
+    show.set_defaults(handler=guarded("keys show", run_show))
 
 
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
@@ -111,22 +111,6 @@ def _add_passphrase_option(parser: argparse.ArgumentParser) -> None:
 def _add_kdf_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kdf-log-n", type=int, default=DEFAULT_KDF_LOG_N, metavar="LOG_N",
                         help=f"scrypt cost of the encryption, 2^LOG_N (NIP-49 default {DEFAULT_KDF_LOG_N})")
-
-
-def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn every expected failure into one line on stderr and exit code 1."""
-
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (ValueError, InvalidContribution) as exc:
-            message = str(exc)
-        except OSError as exc:
-            message = f"{exc.strerror or 'input/output error'}: {exc.filename}"
-        print(f"dvm-sidecar keys {args.keys_action}: error: {' '.join(message.split())}", file=sys.stderr)
-        return 1
-
-    return handler
 
 
 # ---------------------------------------------------------------------------------------------- the ceremony

@@ -34,7 +34,7 @@ from consensus.nip90 import (
     loads_bounded,
     parse_job_request,
 )
-from sidecar.commands.federation import guarded
+from sidecar.commands import guarded
 from sidecar.federation_file import FederationFile, load_federation
 
 MAX_EVENT_INPUT = 1 << 20  # a result embeds its request: allow well beyond one relay's event limit
