@@ -346,10 +346,23 @@ def _on_announce(st: _Step, sender: int, msg: Announce) -> None:
         st.update(announcements={**st.s.announcements, sender: Announcement(msg.digest, msg.payload)})
         _record_divergence(st, sender)
     if st.s.phase is Phase.DONE:
+        _tell_done(st, sender)
         return  # a late announcement is only evidence: it must not reopen agreement on a finished job
     _offer(st, sender, msg.commitment)
     _check_agreement(st)
     _coordinate(st)
+
+
+def _tell_done(st: _Step, member: int) -> None:
+    """A member announcing on a finished job missed its DONE (it restarted, or the message was lost): tell it,
+    once, so it finishes now instead of waiting for the job to expire."""
+    s = st.s
+    event = s.done_event
+    if event is None or s.target is None or s.digest is None or (member, "told_done") in s.flagged:
+        return
+    st.update(flagged=s.flagged | {(member, "told_done")})
+    done = Done(s.job_id, s.target, s.digest, bytes.fromhex(event.id), bytes.fromhex(event.sig), s.done_signers)
+    st.send((member,), done)
 
 
 def _on_give_up(st: _Step, sender: int, msg: GiveUp) -> None:

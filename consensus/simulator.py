@@ -182,6 +182,7 @@ class Simulation:
         self.request = make_request(seed)
         self.job_id = self.request.id
         self.crashed: set[int] = set()
+        self.restarted: set[int] = set()
         self.exposed: set[int] = set()  # signing attackers that already misbehaved once
         self.published: dict[str, NostrEvent] = {}
         self.first_publish_at: float | None = None
@@ -233,7 +234,7 @@ class Simulation:
             return
         if isinstance(event, PeerMessage) and isinstance(event.message, SignRequest):
             self.requests.setdefault((event.sender, event.message.session), event.message)
-            if self.behaviour(member) == "crash" and self.sc.crash_point == "on_sign_request":
+            if self._crashes(member) and self.sc.crash_point == "on_sign_request":
                 self.crashed.add(member)
                 return
         state = self.states[member]
@@ -258,7 +259,7 @@ class Simulation:
                 message = self._tamper(member, recipient, effect.message)
                 if message is not None:
                     self._transmit(member, recipient, message)
-            point = self.sc.crash_point if self.behaviour(member) == "crash" else ""
+            point = self.sc.crash_point if self._crashes(member) else ""
             if (point, type(effect.message)) in (("after_share", Share), ("after_announce", Announce)):
                 self.crashed.add(member)
         elif isinstance(effect, Publish):
@@ -372,9 +373,14 @@ class Simulation:
                     return announcement.payload.to_json()
         return None
 
+    def _crashes(self, member: int) -> bool:
+        """A crashing member crashes once: its restarted process is healthy."""
+        return self.behaviour(member) == "crash" and member not in self.restarted
+
     def restart(self, member: int) -> None:
         """Replace a member's process: a new ``Member`` (no nonces) resuming from its stored state."""
         self.crashed.discard(member)
+        self.restarted.add(member)
         old = self.members[member]
         self.members[member] = Member(self.fed, old.key_package, random.Random(f"{self.seed}-{member}-r").randbytes)
         state = self.states[member]
