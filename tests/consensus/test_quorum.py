@@ -342,6 +342,9 @@ def test_a_late_announcement_after_done_does_not_reopen_the_job() -> None:
     outsider.hear(coordinator.me, done)
     for m in FED.members:
         if m != outsider.me:
+            # nothing but telling the late announcer that the job is done (once)
+            effects = outsider.hear(m, announces[m])
+            assert all(isinstance(e, Send) and isinstance(e.message, Done) and e.recipients == (m,) for e in effects)
             assert outsider.hear(m, announces[m]) == []
     assert outsider.s.outcome == "cosigned" and outsider.s.sessions == ()
 
