@@ -2,9 +2,10 @@
 
 Intake refuses, and counts, what is not a job for this federation: oversize or malformed events, bad
 signatures, kinds not served, encrypted requests (not supported yet), requests too old or dated in the future,
-requests addressed elsewhere, and duplicates (the store's dedupe survives restarts). Publication goes through
-the Redis outbox: an event stays there, retried with backoff, until every relay took it (or enough tries ended
-with at least one relay holding it), and the relays that accepted it are recorded.
+requests addressed elsewhere, and duplicates (the store's dedupe survives restarts and lasts until the request
+is too old anyway). A request's claim waits out a Redis outage rather than dropping the request. Publication
+goes through the Redis outbox: an event stays there, retried with backoff, until every relay took it (or enough
+tries ended with at least one relay holding it), and the relays that accepted it are recorded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -22,11 +24,11 @@ from nostr_sdk import Client, Event, Filter, Kind, PublicKey, RelayStatus, Relay
 from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
 from sidecar.metrics import Metrics
 from sidecar.relay import EventFeed, publish
-from sidecar.store import Store
+from sidecar.store import RedisWait, Store
 
 log = logging.getLogger("dvm_sidecar.public")
 
-MAX_REQUEST_AGE = 900.0  # seconds; older requests are stale (clients stop listening long before)
+MAX_REQUEST_AGE = 900.0  # seconds, by default; older requests are stale (clients stop listening long before)
 MAX_CLOCK_SKEW = 300.0  # seconds a request may be dated in the future
 GIVE_UP_ATTEMPTS = 10  # after this many rounds an event some relay holds leaves the outbox
 
@@ -43,7 +45,10 @@ class PublicSide:
         metrics: Metrics,
         on_request: Callable[[JobRequest], Awaitable[None]],
         clock: Callable[[], float] = time.time,
+        max_request_age: float = MAX_REQUEST_AGE,
     ) -> None:
+        if not max_request_age > 0:
+            raise ValueError(f"max_request_age={max_request_age!r}: must be a positive number of seconds")
         self.relays = tuple(relays)
         self.group_pubkey = group_pubkey
         self.kinds = tuple(kinds)
@@ -52,6 +57,8 @@ class PublicSide:
         self.metrics = metrics
         self.on_request = on_request
         self.clock = clock
+        self.max_request_age = max_request_age
+        self._stored = RedisWait(metrics.redis_error, "request intake")
         self.client = Client()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -64,7 +71,7 @@ class PublicSide:
             await self.client.add_relay(parsed)
         await self.client.connect(timedelta(seconds=5))
         feed = EventFeed(self.client)
-        query = Filter().kinds([Kind(k) for k in self.kinds]).since(Timestamp.from_secs(int(self.clock() - MAX_REQUEST_AGE)))
+        query = Filter().kinds([Kind(k) for k in self.kinds]).since(Timestamp.from_secs(int(self.clock() - self.max_request_age)))
         if not self.accept_unaddressed:
             query = query.pubkey(PublicKey.parse(self.group_pubkey))
         await self.client.subscribe(ReqTarget.auto([query]))
@@ -126,13 +133,16 @@ class PublicSide:
             reject("encrypted")
             return
         now = self.clock()
-        if not now - MAX_REQUEST_AGE <= event.created_at <= now + MAX_CLOCK_SKEW:
+        if not now - self.max_request_age <= event.created_at <= now + MAX_CLOCK_SKEW:
             reject("stale")
             return
         if not self._addressed(request):
             reject("unaddressed")
             return
-        if not await self.store.claim_request(event.id):
+        # Remembered until the request would be refused as stale anyway; claimed even if Redis is briefly away
+        # (a request dropped then would never come back: the relay sent it once).
+        remember, token = event.created_at + self.max_request_age - now + 1.0, os.urandom(8).hex()
+        if not await self._stored(lambda: self.store.claim_request(event.id, ttl=remember, token=token)):
             reject("duplicate")
             return
         self.metrics.request_seen(event.kind)

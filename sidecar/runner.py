@@ -3,7 +3,8 @@
 Rules it keeps:
 - one input at a time per job (a lock per job), so the core sees a sequential history;
 - the new state is written to Redis BEFORE any effect leaves the process: a member that crashes after sending
-  a share has the share's session recorded, and its nonces are gone with the process anyway;
+  a share has the share's session recorded, and its nonces are gone with the process anyway; while Redis is
+  away (a restart, an outage) the write is retried, holding the job's input, so no input is dropped;
 - the finished state, its co-signed event (into the outbox) and the end of the in-flight entry are one atomic
   store transition, so a restart neither loses nor repeats a publication;
 - timers are asyncio handles keyed by (job, name); a later SetTimer of the same name replaces the earlier one.
@@ -26,7 +27,7 @@ from consensus.messages import Message
 from consensus.nip90 import JobRequest
 from consensus.quorum import Member, resume, step
 from sidecar.metrics import Metrics
-from sidecar.store import Store
+from sidecar.store import RedisWait, Store
 
 log = logging.getLogger("dvm_sidecar.runner")
 
@@ -64,6 +65,7 @@ class JobRunner:
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._stored = RedisWait(metrics.redis_error, f"member {member.me}: job state")
 
     # --- public ---
 
@@ -139,7 +141,7 @@ class JobRunner:
         return lock
 
     async def _load(self, job_id: str) -> JobState | None:
-        raw = await self.store.load_job(job_id)
+        raw = await self._stored(lambda: self.store.load_job(job_id))
         return None if raw is None else JobState.from_json(raw)
 
     async def _feed_finished(self, job_id: str, event: Input, state: JobState | None = None) -> None:
@@ -158,16 +160,20 @@ class JobRunner:
         blob = new.to_json().encode()
         if finished:
             events = [(e.event.id, e.event.to_json()) for e in effects if isinstance(e, Publish)]
-            await self.store.finish_job(
+            finished_at = self.clock()
+            await self._stored(lambda: self.store.finish_job(
                 job_id, blob, phase=new.phase.value, outcome=finished[0].outcome, events=events,
-                finished_at=self.clock(),
-            )
+                finished_at=finished_at,
+            ))
             self._states.pop(job_id, None)
             self._locks.pop(job_id, None)
             self._remember_finished(job_id, finished[0].outcome)
             self._cancel_timers(job_id)
         else:
-            await self.store.save_job(job_id, blob, phase=new.phase.value, updated_at=self.clock())
+            updated_at = self.clock()
+            await self._stored(
+                lambda: self.store.save_job(job_id, blob, phase=new.phase.value, updated_at=updated_at)
+            )
             self._states[job_id] = new
         self.metrics.set_jobs_in_flight(len(self._states))
         self._observe_phases(old, new)

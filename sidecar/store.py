@@ -13,7 +13,8 @@ Rules this module keeps:
 - Nothing secret is ever stored. A job's state blob is the core's PUBLIC state (phases, digests, commitments,
   events; never a share, an identity key or a secret nonce): a full dump of this Redis may be shown to anyone.
 - Redis errors propagate as ``redis.RedisError`` (the caller counts them); only ``ping()`` answers False
-  instead. ``ValueError`` means the caller passed something unusable (an empty or oversized id, a non-positive
+  instead; what must not be dropped while Redis restarts runs through ``RedisWait``, which retries it.
+  ``ValueError`` means the caller passed something unusable (an empty or oversized id, a non-positive
   ttl, a save of a finished job).
 
 Layout of one member's keys (prefix ``P``):
@@ -31,9 +32,14 @@ Layout of one member's keys (prefix ``P``):
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -41,6 +47,11 @@ ROOT = "dvm-sidecar"
 MAX_ID_CHARS = 256  # ids are hex event ids or short names; a longer one is a caller's bug or a hostile input
 MAX_DETAIL_CHARS = 2000  # evidence details may quote peer input: bounded so a flood cannot grow Redis
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds between attempts while Redis is away: from a blip to a restart
+REDIS_ERRORS = (aioredis.RedisError, OSError)
+
+T = TypeVar("T")
+log = logging.getLogger("dvm_sidecar.store")
 
 
 @dataclass(frozen=True)
@@ -263,10 +274,17 @@ class Store:
 
     # -- customer requests and peer messages
 
-    async def claim_request(self, request_id: str) -> bool:
-        """True the first time ``request_id`` is claimed (within ``dedupe_ttl``), False afterwards."""
+    async def claim_request(self, request_id: str, ttl: float | None = None, *, token: str | None = None) -> bool:
+        """True the first time ``request_id`` is claimed (within ``ttl`` seconds, default ``dedupe_ttl``), False
+        afterwards. A caller that retries after a Redis error passes the same ``token`` (any string unique to
+        this claim) every time, so a claim that was made but whose answer was lost is still recognised as its
+        own."""
         key = self.keys.seen_request(_check_id(request_id, "request_id"))
-        return bool(await self.redis.set(key, 1, nx=True, px=self._dedupe_ttl_ms))
+        token = token or os.urandom(8).hex()
+        px = self._dedupe_ttl_ms if ttl is None else _ms(ttl, "ttl")
+        if await self.redis.set(key, token, nx=True, px=px):
+            return True
+        return _text(await self.redis.get(key) or b"") == token
 
     async def seen_message(self, message_id: str, ttl: float) -> bool:
         """Replay protection: True if ``message_id`` was seen within ``ttl`` seconds. Marks it seen."""
@@ -392,3 +410,35 @@ class Store:
             return bool(await self.redis.ping())
         except aioredis.RedisError:
             return False
+
+
+class RedisWait:
+    """Runs store operations that must not be dropped (a job's state before its effects, a request's claim)
+    again and again until Redis answers, waiting a little longer each time (up to ``RETRY_MAX``): a Redis
+    restart or outage holds the work up instead of losing it. Each failure is counted through ``failed``;
+    the outage is logged once, and its end once. Cancelling the caller ends the wait. Only Redis and socket
+    errors are retried: a ``ValueError`` is the caller's mistake and raised at once. The operations given must
+    be safe to run twice (a write whose answer was lost may have happened)."""
+
+    def __init__(self, failed: Callable[[], None], what: str) -> None:
+        self._failed = failed
+        self._what = what
+        self._down = False
+
+    async def __call__(self, operation: Callable[[], Awaitable[T]]) -> T:
+        delay = RETRY_FIRST
+        while True:
+            try:
+                result = await operation()
+            except REDIS_ERRORS as exc:
+                self._failed()
+                if not self._down:
+                    self._down = True
+                    log.warning("%s: Redis unreachable (%s); waiting for it", self._what, exc)
+            else:
+                if self._down:
+                    self._down = False
+                    log.info("%s: Redis reachable again", self._what)
+                return result
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(2 * delay, RETRY_MAX)
