@@ -71,6 +71,9 @@ class SidecarConfig:
     http_host: str
     http_port: int
     log_level: str
+    job_ttl: float
+    max_request_age: float
+    replay_window: float
 
     def check_federation(self, federation: FederationFile) -> None:
         """``ConfigError`` unless this member, its canary and its DVM timeout fit ``federation``."""
@@ -168,6 +171,10 @@ FIELDS: tuple[_Field, ...] = (
     _Field("canary", "expected", "canary_expected", str, lambda v, w, f, b: text(v, w, f, empty=True), None),
     _Field("http", "host", "http_host", str, _host, "127.0.0.1"),
     _Field("http", "port", "http_port", int, _port, 8080),
+    _Field("redis", "job_ttl_seconds", "job_ttl", float, lambda v, w, f, b: seconds(v, w, f), 3600.0),
+    _Field("public", "max_request_age_seconds", "max_request_age", float, lambda v, w, f, b: seconds(v, w, f),
+           900.0),
+    _Field("peers", "replay_window_seconds", "replay_window", float, lambda v, w, f, b: seconds(v, w, f), 120.0),
 )
 SECTIONS = tuple(dict.fromkeys(f.section for f in FIELDS if f.section))
 _BY_ENV = {f.env: f for f in FIELDS}

@@ -63,6 +63,9 @@ class MemberSetup:
     canary: CanarySpec | None = None
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: no HTTP server
+    job_ttl: float = 3600.0  # seconds finished jobs and delivery records are kept in Redis
+    max_request_age: float = 900.0  # seconds after its date a request is stale (and no longer remembered)
+    replay_window: float = 120.0  # seconds a peer message's date may be off (its id is remembered twice that)
     handler_info: UnsignedEvent | None = None  # the NIP-89 announcement the federation co-signs on start
 
     @property
@@ -81,7 +84,7 @@ class Sidecar:
         self.metrics = Metrics(
             members=fed.members, relays=setup.relays, kinds=setup.kinds, version=__version__
         )
-        self.store = Store(redis_client, namespace=fed.pubkey[:16], member=setup.me)
+        self.store = Store(redis_client, namespace=fed.pubkey[:16], member=setup.me, job_ttl=setup.job_ttl)
         self.member = Member(fed, setup.key_package)
         self.runner = JobRunner(
             self.member, self.store, self.metrics,
@@ -96,6 +99,7 @@ class Sidecar:
             inbox_key=self.store.keys.inbox,
             rejections=self.metrics.peer_message_rejected,  # type: ignore[arg-type]
             max_payload=fed.max_payload + 4096,
+            replay_window=setup.replay_window,
         )
         self.dvm = DvmAdapter(
             operator_keys=setup.identity, dvm_pubkey=setup.dvm_pubkey, mode=setup.dvm_mode, kinds=setup.kinds,
@@ -105,7 +109,7 @@ class Sidecar:
         self.public = PublicSide(
             relays=setup.relays, group_pubkey=fed.pubkey, kinds=setup.kinds,
             accept_unaddressed=setup.accept_unaddressed, store=self.store, metrics=self.metrics,
-            on_request=self._request, clock=clock,
+            on_request=self._request, clock=clock, max_request_age=setup.max_request_age,
         )
         self.http: HttpServer | None = None
         self._last_heard: dict[int, float] = {}

@@ -79,6 +79,9 @@ def prepare(config: SidecarConfig) -> tuple[FederationFile, MemberSetup]:
         canary=canary,
         http_host=config.http_host,
         http_port=config.http_port,
+        job_ttl=config.job_ttl,
+        max_request_age=config.max_request_age,
+        replay_window=config.replay_window,
         handler_info=federation_file.handler_info(),
     )
     return federation_file, setup

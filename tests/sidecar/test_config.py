@@ -188,7 +188,8 @@ def test_a_minimal_config_gets_the_documented_defaults(tmp_path: Path, monkeypat
         dvm_pubkey=DVM.to_hex(), dvm_mode="reissue", dvm_timeout=30.0, private_relay_host="127.0.0.1",
         private_relay_port=7777, transport="nostr", accept_unaddressed=False, canary_interval=300.0,
         canary_timeout=60.0, canary_kind=5050, canary_input="dvm-sidecar canary", canary_expected=None,
-        http_host="127.0.0.1", http_port=8080, log_level="INFO",
+        http_host="127.0.0.1", http_port=8080, log_level="INFO", job_ttl=3600.0, max_request_age=900.0,
+        replay_window=120.0,
     )
 
 
@@ -196,11 +197,11 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
     doc = {
         "federation_file": "/etc/f.toml", "state_dir": "/var/state", "log_level": "debug",
         "member": {"index": 3, "share_file": "s", "identity_key_file": "i", "password_file": "p"},
-        "redis": {"url": "unix:///run/redis.sock"},
+        "redis": {"url": "unix:///run/redis.sock", "job_ttl_seconds": 60},
         "dvm": {"pubkey": DVM.to_hex(), "mode": "passthrough", "timeout_seconds": 12},
         "private_relay": {"host": "0.0.0.0", "port": 0},
-        "peers": {"transport": "redis"},
-        "public": {"accept_unaddressed": True},
+        "peers": {"transport": "redis", "replay_window_seconds": 30},
+        "public": {"accept_unaddressed": True, "max_request_age_seconds": 120},
         "canary": {"interval_seconds": 60, "timeout_seconds": 2.5, "kind": 5100, "input": "ping",
                    "expected": ""},
         "http": {"host": "::1", "port": 9090},
@@ -214,7 +215,7 @@ def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
         "private_relay_host": "0.0.0.0", "private_relay_port": 0, "transport": "redis",
         "accept_unaddressed": True, "canary_interval": 60.0, "canary_timeout": 2.5, "canary_kind": 5100,
         "canary_input": "ping", "canary_expected": "", "http_host": "::1", "http_port": 9090,
-        "log_level": "DEBUG",
+        "log_level": "DEBUG", "job_ttl": 60.0, "max_request_age": 120.0, "replay_window": 30.0,
     }
 
 
