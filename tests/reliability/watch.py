@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from sidecar.peers.envelope import EnvelopeCodec, Rejected
 from sidecar.relay import from_sdk_event
 from sidecar.store import StoreKeys
 from tests.e2e.customer import Customer, Job
-from tests.e2e.processes import PASSPHRASE, ProcessFederation
+from tests.e2e.processes import CLI, PASSPHRASE, ProcessFederation
 
 WIRE_WINDOW = 3600.0  # seconds: every envelope of a test is younger than this
 
@@ -79,10 +80,29 @@ def _start_one(fed: ProcessFederation, member: int, timeout: float) -> None:
     log = fed.members[member].log
     before = _banners(log)
     fed.start(member)
+    _wait_banner(log, before, member, timeout)
+
+
+def _wait_banner(log: Path, before: int, member: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while _banners(log) <= before:
         assert time.monotonic() < deadline, f"member {member}'s DVM did not start within {timeout:g} s"
         time.sleep(0.05)
+
+
+def restart_dvm(fed: ProcessFederation, member: int, timeout: float = 60.0) -> None:
+    """Start the member's DVM process again after it was killed (its sidecar kept running), as
+    ``ProcessFederation.start`` starts it, and wait until it serves."""
+    m = fed.members[member]
+    assert m.dvm is None or m.dvm.poll() is not None, f"member {member}'s DVM is still running"
+    before = _banners(m.log)
+    with m.log.open("ab") as log:
+        m.dvm = subprocess.Popen(
+            [*CLI, "example-dvm", "--relay", f"ws://127.0.0.1:{m.private_port}", "--nsec-file",
+             str(m.dvm_key_file), *m.dvm_flags],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+    _wait_banner(m.log, before, member, timeout)
 
 
 def pause_dvm(fed: ProcessFederation, member: int, paused: bool = True) -> None:
