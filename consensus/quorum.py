@@ -145,6 +145,8 @@ def step(member: Member, state: JobState | None, event: Input, now: float) -> tu
     st = _Step(member, state if state is not None else new_job(event.job_id, now), now)
     if st.s.phase is Phase.DONE and not _late_announce(event):
         return st.s, []
+    if state is None and isinstance(event, PeerMessage):
+        st.timer("expire", _expiry(st))  # known from a peer only: it ends even if its request never comes here
     if isinstance(event, RequestSeen):
         _on_request(st, event)
     elif isinstance(event, CosignEvent):

@@ -7,7 +7,10 @@ Rules it keeps:
   away (a restart, an outage) the write is retried, holding the job's input, so no input is dropped;
 - the finished state, its co-signed event (into the outbox) and the end of the in-flight entry are one atomic
   store transition, so a restart neither loses nor repeats a publication;
-- timers are asyncio handles keyed by (job, name); a later SetTimer of the same name replaces the earlier one.
+- timers are asyncio handles keyed by (job, name); a later SetTimer of the same name replaces the earlier one;
+- a job known only from peer messages (its request not seen here) is an orphan: each peer may start at most
+  ``orphan_cap`` of them, so a flood of job ids from one peer fills no more than its share of memory and never
+  keeps a customer's request out; an orphan that expires leaves nothing behind in Redis.
 """
 
 from __future__ import annotations
@@ -15,13 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis
 
-from consensus.effects import Effect, Evidence, Finished, Input, Publish, RunDvm, Send, SetTimer, TimerFired
+from consensus.effects import (
+    Effect,
+    Evidence,
+    Finished,
+    Input,
+    PeerMessage,
+    Publish,
+    RunDvm,
+    Send,
+    SetTimer,
+    TimerFired,
+)
 from consensus.jobstate import JobState, Phase
 from consensus.messages import Message
 from consensus.nip90 import JobRequest
@@ -31,7 +45,7 @@ from sidecar.store import RedisWait, Store
 
 log = logging.getLogger("dvm_sidecar.runner")
 
-MAX_PENDING_JOBS = 10_000  # jobs known only from peer messages; more are refused (a peer flooding job ids)
+MAX_PENDING_JOBS = 10_000  # jobs in memory at once; more are refused (a flood of job ids)
 FINISHED_MEMORY = 4096  # finished job ids remembered in memory to drop late messages without a Redis read
 
 
@@ -66,6 +80,12 @@ class JobRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._stored = RedisWait(metrics.redis_error, f"member {member.me}: job state")
+        # Orphans (jobs a peer's message made known, request not seen here) together fill at most half of
+        # MAX_PENDING_JOBS: the other half is always there for customers' requests.
+        self.orphan_cap = max(1, MAX_PENDING_JOBS // (2 * max(1, member.federation.n - 1)))
+        self._orphans: dict[str, int] = {}  # job id -> the peer whose message made it known
+        self._orphans_by_peer: Counter[int] = Counter()
+        self._capped: set[int] = set()  # peers at their cap (warned)
 
     # --- public ---
 
@@ -116,10 +136,14 @@ class JobRunner:
                 if state is None and len(self._states) >= MAX_PENDING_JOBS:
                     log.warning("job %s refused: %d jobs already in flight", job_id, len(self._states))
                     return
+                if state is None and isinstance(event, PeerMessage) and not self._orphan(job_id, event.sender):
+                    return
             try:
                 new, effects = step(self.member, state, event, self.clock())
             except ValueError as exc:
                 log.warning("job %s: input refused: %s", job_id, exc)
+                if state is None:
+                    self._adopt(job_id)  # nothing was kept of it
                 return
             await self._commit(job_id, state, new, effects)
 
@@ -153,10 +177,40 @@ class JobRunner:
         _, effects = step(self.member, state, event, self.clock())
         await self._execute(job_id, effects)  # the finished state stays as it was; evidence has its own stream
 
+    def _orphan(self, job_id: str, peer: int) -> bool:
+        """Count a new job that ``peer``'s message makes known; False (refused) once the peer has its cap."""
+        if self._orphans_by_peer[peer] >= self.orphan_cap:
+            if peer not in self._capped:  # once per flood, not once per message
+                self._capped.add(peer)
+                log.warning("member %d made %d jobs known whose request this member has not seen; more are "
+                            "refused until those end", peer, self.orphan_cap)
+            return False
+        self._orphans[job_id] = peer
+        self._orphans_by_peer[peer] += 1
+        return True
+
+    def _adopt(self, job_id: str) -> None:
+        """The job is no orphan any more: its request or this member's own answer came, or it ended."""
+        peer = self._orphans.pop(job_id, None)
+        if peer is not None:
+            self._orphans_by_peer[peer] -= 1
+            self._capped.discard(peer)
+
     async def _commit(self, job_id: str, old: JobState | None, new: JobState, effects: list[Effect]) -> None:
         if new is old:
             return
         finished = [e for e in effects if isinstance(e, Finished)]
+        if finished or new.request is not None or new.own is not None:
+            self._adopt(job_id)
+        if finished and new.request is None and new.own is None:
+            # Known from peers only and expired: nothing of it was ever this member's job; forget it.
+            await self.store.drop_job(job_id)
+            self._states.pop(job_id, None)
+            self._locks.pop(job_id, None)
+            self._cancel_timers(job_id)
+            self.metrics.set_jobs_in_flight(len(self._states))
+            await self._execute(job_id, [e for e in effects if not isinstance(e, Finished)])
+            return
         blob = new.to_json().encode()
         if finished:
             events = [(e.event.id, e.event.to_json()) for e in effects if isinstance(e, Publish)]

@@ -44,6 +44,8 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 
 ROOT = "dvm-sidecar"
+MAX_CONNECTIONS = 128  # Redis connections one sidecar opens at most; past that, callers wait for a free one
+CONNECTION_WAIT = 20.0  # seconds a caller waits for a free connection before it gets a ConnectionError
 MAX_ID_CHARS = 256  # ids are hex event ids or short names; a longer one is a caller's bug or a hostile input
 MAX_DETAIL_CHARS = 2000  # evidence details may quote peer input: bounded so a flood cannot grow Redis
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -218,6 +220,14 @@ return 1
 """
 
 
+def connect(url: str) -> aioredis.Redis:
+    """A client for the Redis at ``url`` that makes callers wait for a free connection when all
+    ``MAX_CONNECTIONS`` are busy. redis-py's default pool raises "Too many connections" past 100 instead: a
+    burst of peer messages (each handled in its own task) then lost messages to Redis errors."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT)
+    return aioredis.Redis.from_pool(pool)
+
+
 def _check_id(value: str, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
         raise ValueError(f"{what} must be a non-empty string of at most {MAX_ID_CHARS} characters")
@@ -298,6 +308,14 @@ class Store:
         keys = [self.keys.job(_check_id(job_id, "job_id")), self.keys.jobs_in_flight]
         if not await self._save_job(keys=keys, args=[job_id, state, phase, updated_at]):
             raise ValueError(f"job {job_id} is finished: its state can no longer be saved")
+
+    async def drop_job(self, job_id: str) -> None:
+        """Forget an unfinished job entirely (its state and its in-flight entry), atomically: for a job this
+        member only ever heard of from peers, which must leave nothing behind."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.job(_check_id(job_id, "job_id")))
+            pipe.zrem(self.keys.jobs_in_flight, job_id)
+            await pipe.execute()
 
     async def load_job(self, job_id: str) -> bytes | None:
         state = await self.redis.hget(self.keys.job(_check_id(job_id, "job_id")), "state")
