@@ -22,6 +22,7 @@ from sidecar.example_dvm import ExampleDvm
 from sidecar.redis_server import RedisServer
 from sidecar.relay import EmbeddedRelay
 from sidecar.service import MemberSetup, Sidecar
+from sidecar.store import connect
 
 KIND = 5050
 DEMO_TIMEOUTS = Timeouts(dvm=15, deadline=25, coordinator=10, session=3)
@@ -94,7 +95,7 @@ class LocalFederation:
             await self.start_member(m)
 
     async def start_member(self, member: int, setup: MemberSetup | None = None) -> Sidecar:
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)
         self._clients[member] = client
         sidecar = Sidecar(setup or self.setup(member), client)
         await sidecar.start()

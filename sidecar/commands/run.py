@@ -16,13 +16,12 @@ import signal
 import sys
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from sidecar.config import ConfigError, FederationFile, SidecarConfig, load_config, load_federation
 from sidecar.dvm import CanarySpec
 from sidecar.keyfiles import Keyset, load_identity, load_share, read_passphrase
 from sidecar.redis_server import RedisServer, RedisServerError
 from sidecar.service import MemberSetup, Sidecar
+from sidecar.store import connect
 
 log = logging.getLogger("dvm_sidecar")
 
@@ -110,7 +109,7 @@ async def _serve(config: SidecarConfig, federation_file: FederationFile, setup: 
         url = embedded.start()
         log.warning("no [redis] url configured: using an embedded server in %s (fine for trials, "
                     "use a real Redis with AOF in production)", config.state_dir / "redis")
-    client = aioredis.Redis.from_url(url)
+    client = connect(url)
     sidecar = Sidecar(setup, client)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
