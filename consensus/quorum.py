@@ -16,28 +16,39 @@ faulty members cannot stop t honest ones. The finished event is published and DO
 If no digest reaches t before the deadline, members vote to GIVE UP (with a fresh commitment), and t such votes
 co-sign a kind 7000 error instead. A member never signs both a result and a give-up error for one job.
 
-Safety rules live in ``_may_sign``; what the member does next is in the ``_on_*`` handlers; coordination in
-``_coordinate``. Secret nonces are held by ``Member`` (memory only) and dropped when the job ends.
+This module holds ``Member`` (its secret nonces live in memory only and are dropped when the job ends),
+``step``, ``resume`` and the ``_on_*`` handlers of the request, the timers and peer messages. They hand on to
+three modules: ``consensus.agreement`` (this member's answer, announces and give-up votes, the agreed digest,
+DONE), ``consensus.coordination`` (the coordinator, ROAST sessions, aggregation and blame, the end of a job)
+and ``consensus.signer`` (the event to sign, and the safety rules in ``_may_sign``).
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
 from consensus import frost
+from consensus.agreement import (
+    _announce,
+    _check_agreement,
+    _check_give_up,
+    _on_announce,
+    _on_done,
+    _on_give_up,
+    _on_local_error,
+    _on_local_result,
+)
+from consensus.coordination import _coordinate, _finish, _on_share
 from consensus.effects import (
     CosignEvent,
     Effect,
     Evidence,
-    Finished,
     Input,
     LocalError,
     LocalResult,
     PeerMessage,
-    Publish,
     RequestSeen,
     RunDvm,
     Send,
@@ -46,13 +57,12 @@ from consensus.effects import (
 )
 from consensus.errors import InvalidContribution
 from consensus.federation import Federation
-from consensus.jobstate import ERROR_DIGEST, NO_QUORUM_DIGEST, Announcement, JobState, Phase, Session
-from consensus.messages import Announce, Done, GiveUp, Message, Share, SignRequest, Target
-from consensus.nip90 import NostrEvent, UnsignedEvent, build_feedback_event, build_result_event
+from consensus.jobstate import Announcement, JobState, Phase
+from consensus.messages import Announce, GiveUp, Message, Share, SignRequest
 from consensus.policies import ResultPayload
+from consensus.signer import ERROR_INFO, NO_QUORUM_INFO, _on_sign_request
 
-ERROR_INFO = "the federation's DVMs reported an error or did not answer in time"
-NO_QUORUM_INFO = "no quorum: the federation's DVMs did not agree on a result"
+__all__ = ["ERROR_INFO", "NO_QUORUM_INFO", "Member", "new_job", "resume", "step"]
 
 
 class Member:
@@ -234,47 +244,6 @@ def _on_cosign(st: _Step, event: CosignEvent) -> None:
     _announce(st, Announcement(payload.digest(), payload), reason="")
 
 
-def _on_local_result(st: _Step, event: LocalResult) -> None:
-    if st.s.own is not None or st.s.request is None:
-        return
-    try:
-        payload = st.fed.policy.canonical(event.result)
-    except ValueError as exc:
-        _on_local_error(st, f"error: the result does not fit the digest policy: {exc}")
-        return
-    if st.s.phase is Phase.DONE:  # too late to matter, but a different answer is still divergence
-        st.update(own=Announcement(payload.digest(), payload))
-        _record_divergence(st, st.m.me, st.s.own)
-        return
-    if len(payload.to_json().encode()) > st.fed.max_payload:
-        _on_local_error(st, "error: the result exceeds the payload limit")
-        return
-    _announce(st, Announcement(payload.digest(), payload), reason="")
-
-
-def _on_local_error(st: _Step, reason: str) -> None:
-    if st.s.own is not None or st.s.request is None:
-        return
-    _announce(st, Announcement(ERROR_DIGEST, None), reason="timeout" if reason == "timeout" else "error")
-
-
-def _announce(st: _Step, own: Announcement, *, reason: str) -> None:
-    commitment = st.m.new_commitment(st.s.job_id)
-    me = st.m.me
-    st.update(
-        own=own,
-        own_reason=reason,
-        announced_at=st.now,
-        phase=Phase.ANNOUNCED if st.s.target is None else st.s.phase,
-        announcements={**st.s.announcements, me: own},
-        fresh={**st.s.fresh, me: commitment},
-    )
-    st.send(st.others(), Announce(st.s.job_id, own.digest, own.payload, commitment))
-    _record_divergence(st, me)
-    _check_agreement(st)
-    _coordinate(st)
-
-
 def _on_timer(st: _Step, name: str) -> None:
     s = st.s
     if name == "dvm":
@@ -299,9 +268,6 @@ def _on_timer(st: _Step, name: str) -> None:
         _finish(st, outcome="timeout", event=None, signers=())
 
 
-# --- peer messages --------------------------------------------------------------------------------------
-
-
 def _on_peer(st: _Step, sender: int, message: Message) -> None:
     if sender not in st.fed.members or sender == st.m.me:
         raise ValueError(f"sender {sender} is not a peer")
@@ -311,336 +277,12 @@ def _on_peer(st: _Step, sender: int, message: Message) -> None:
         elif isinstance(message, GiveUp):
             _on_give_up(st, sender, message)
         elif isinstance(message, SignRequest):
-            _on_sign_request(st, sender, message)
+            share = _on_sign_request(st, sender, message)
+            if share is not None:
+                st.send((sender,), share)
         elif isinstance(message, Share):
             _on_share(st, sender, message)
         else:
             _on_done(st, sender, message)
     except InvalidContribution as exc:
         st.evidence(sender, "invalid_message", exc.what)
-
-
-def _own_commitment(sender: int, commitment: frost.SigningCommitments) -> None:
-    if commitment.identifier != sender:
-        raise InvalidContribution(sender, "a commitment under another member's identifier")
-
-
-def _offer(st: _Step, member: int, commitment: frost.SigningCommitments) -> None:
-    """A member's new usable commitment, unless it was used already or the member is left out."""
-    if member in st.s.bad or commitment.to_bytes() in st.s.used:
-        return
-    st.update(fresh={**st.s.fresh, member: commitment})
-
-
-def _on_announce(st: _Step, sender: int, msg: Announce) -> None:
-    _own_commitment(sender, msg.commitment)
-    if (msg.digest == ERROR_DIGEST) != (msg.payload is None):
-        raise InvalidContribution(sender, "an error announcement with a payload, or a result without one")
-    if msg.payload is not None and msg.payload.digest() != msg.digest:
-        raise InvalidContribution(sender, "the announced digest is not the payload's")
-    if msg.digest == NO_QUORUM_DIGEST:
-        raise InvalidContribution(sender, "announced the no-quorum digest")
-    previous = st.s.announcements.get(sender)
-    if previous is not None and previous.digest != msg.digest:
-        st.evidence(sender, "equivocation", "announced two different digests for one job")
-        return
-    if previous is None:
-        st.update(announcements={**st.s.announcements, sender: Announcement(msg.digest, msg.payload)})
-        _record_divergence(st, sender)
-    if st.s.phase is Phase.DONE:
-        _tell_done(st, sender)
-        return  # a late announcement is only evidence: it must not reopen agreement on a finished job
-    _offer(st, sender, msg.commitment)
-    _check_agreement(st)
-    _coordinate(st)
-
-
-def _tell_done(st: _Step, member: int) -> None:
-    """A member announcing on a finished job missed its DONE (it restarted, or the message was lost): tell it,
-    once, so it finishes now instead of waiting for the job to expire."""
-    s = st.s
-    event = s.done_event
-    if event is None or s.target is None or s.digest is None or (member, "told_done") in s.flagged:
-        return
-    st.update(flagged=s.flagged | {(member, "told_done")})
-    done = Done(s.job_id, s.target, s.digest, bytes.fromhex(event.id), bytes.fromhex(event.sig), s.done_signers)
-    st.send((member,), done)
-
-
-def _on_give_up(st: _Step, sender: int, msg: GiveUp) -> None:
-    _own_commitment(sender, msg.commitment)
-    st.update(gave_up=st.s.gave_up | {sender})
-    _offer(st, sender, msg.commitment)
-    _check_give_up(st)
-    _coordinate(st)
-
-
-def _on_sign_request(st: _Step, coordinator: int, req: SignRequest) -> None:
-    s = st.s
-    ids = [c.identifier for c in req.commitments]
-    if ids != sorted(set(ids)) or not set(ids) <= set(st.fed.members) or len(ids) < st.fed.threshold:
-        raise InvalidContribution(coordinator, "a signer list that is unsorted, repeats or names non-members")
-    mine = [c for c in req.commitments if c.identifier == st.m.me]
-    if not mine or (coordinator, req.session) in s.signed:
-        return  # not for this member, or a duplicate of a request already answered
-    if sum(1 for c, _ in s.signed if c == coordinator) >= st.fed.max_sessions:
-        return  # an honest coordinator runs no more sessions: more would only grow this state, unbounded
-    event = _may_sign(st, coordinator, req)
-    if event is None:
-        return
-    nonces = st.m.take_nonces(s.job_id, mine[0])
-    if nonces is None:
-        _refresh(st, coordinator, req.target)
-        return
-    share = frost.sign(st.fed.suite, req.event_id, req.commitments, nonces, st.m.key_package)
-    nxt = st.m.new_commitment(s.job_id)
-    st.update(
-        signed=s.signed | {(coordinator, req.session)},
-        signed_target=req.target,
-        fresh={**s.fresh, st.m.me: nxt},
-    )
-    reply = Share(s.job_id, req.session, share, nxt)
-    if coordinator == st.m.me:
-        _on_share(st, st.m.me, reply)
-    else:
-        st.send((coordinator,), reply)
-
-
-def _may_sign(st: _Step, coordinator: int, req: SignRequest) -> UnsignedEvent | None:
-    """The safety rules: the event must be exactly what this member's own DVM answer supports (or its own
-    give-up vote), and a member never signs two different targets for one job."""
-    s = st.s
-    if s.signed_target is not None and s.signed_target is not req.target:
-        return None
-    if req.target is Target.NO_QUORUM:
-        supported = st.m.me in s.gave_up and req.digest == NO_QUORUM_DIGEST
-    else:
-        supported = s.own is not None and s.own.digest == req.digest
-        supported = supported and (req.target is Target.ERROR) == (req.digest == ERROR_DIGEST)
-    if not supported:
-        return None
-    event = _build_event(st, req.target, req.digest)
-    if event is None:
-        return None
-    if event.event_id() != req.event_id:
-        raise InvalidContribution(coordinator, "asked to sign an event that is not the agreed one")
-    return event
-
-
-def _refresh(st: _Step, coordinator: int, target: Target) -> None:
-    """Asked to sign with a commitment this member no longer holds (used, or issued before a restart):
-    offer a fresh one instead. Bounded, so a hostile coordinator cannot make it mint nonces forever."""
-    s = st.s
-    if s.refreshes >= st.fed.max_sessions:
-        return
-    commitment = st.m.new_commitment(s.job_id)
-    st.update(refreshes=s.refreshes + 1, fresh={**s.fresh, st.m.me: commitment})
-    if target is Target.NO_QUORUM:
-        message: Message = GiveUp(s.job_id, commitment)
-    else:
-        assert s.own is not None
-        message = Announce(s.job_id, s.own.digest, s.own.payload, commitment)
-    st.send((coordinator,), message)
-
-
-def _on_share(st: _Step, sender: int, msg: Share) -> None:
-    if msg.share.identifier != sender:
-        raise InvalidContribution(sender, "a share under another member's identifier")
-    _own_commitment(sender, msg.next_commitment)
-    sessions = list(st.s.sessions)
-    index = next((i for i, x in enumerate(sessions) if x.number == msg.session), None)
-    if index is None:
-        return
-    session = sessions[index]
-    if sender not in session.signers or session.has_share(sender):
-        return
-    session = replace(session, shares=session.shares + (msg.share,))
-    sessions[index] = session
-    st.update(sessions=tuple(sessions))
-    _offer(st, sender, msg.next_commitment)
-    if len(session.shares) == len(session.commitments):
-        _complete(st, session)
-    else:
-        _coordinate(st)
-
-
-def _on_done(st: _Step, sender: int, msg: Done) -> None:
-    event = _build_event(st, msg.target, msg.digest)
-    if event is None or event.event_id() != msg.event_id:
-        return  # cannot check it (request or payload unknown here): the job expires on its own
-    if not frost.verify(st.fed.suite, msg.event_id, msg.signature, st.fed.keys.group_public_key):
-        raise InvalidContribution(sender, "a done message whose signature does not verify")
-    for signer in msg.signers:
-        told = st.s.announcements.get(signer)
-        if msg.target is not Target.NO_QUORUM and told is not None and told.digest != msg.digest:
-            st.evidence(signer, "equivocation", "signed a digest other than the one it announced here")
-    if st.s.target is None:  # agreement seen only through DONE: what divergence is measured against
-        st.update(target=msg.target, digest=msg.digest)
-        for member in sorted(st.s.announcements):
-            _record_divergence(st, member)
-    # Only the coordinator publishes: its outbox held the event (atomically with its finished state) before
-    # this DONE left it, so the event is not lost if it crashes now, and relays see one publisher, not n.
-    _finish(st, outcome=_outcome(st, msg.target), event=event.with_signature(msg.signature), signers=msg.signers,
-            publish=False)
-
-
-# --- agreement and coordination ---------------------------------------------------------------------------
-
-
-def _record_divergence(st: _Step, member: int, told: Announcement | None = None) -> None:
-    s = st.s
-    told = told or s.announcements.get(member)
-    if s.target in (Target.RESULT, Target.ERROR) and told is not None and told.digest != s.digest:
-        st.evidence(member, "divergent", "its DVM's answer differs from the agreed one")
-
-
-def _check_agreement(st: _Step) -> None:
-    s = st.s
-    if s.target is not None or (s.request is None and s.fixed_event is None):
-        return
-    counts = Counter(a.digest for a in s.announcements.values())
-    reached = [d for d, c in counts.items() if c >= st.fed.threshold]
-    if not reached:
-        return
-    digest = min(reached, key=lambda d: (-counts[d], d))  # deterministic if n >= 2t lets two digests reach t
-    target = Target.ERROR if digest == ERROR_DIGEST else Target.RESULT
-    _agree(st, target, digest)
-    for member in sorted(s.announcements):
-        _record_divergence(st, member)
-
-
-def _check_give_up(st: _Step) -> None:
-    s = st.s
-    if s.target is None and st.m.me in s.gave_up and len(s.gave_up) >= st.fed.threshold:
-        _agree(st, Target.NO_QUORUM, NO_QUORUM_DIGEST)
-
-
-def _agree(st: _Step, target: Target, digest: bytes) -> None:
-    st.update(target=target, digest=digest, agreed_at=st.now, phase=Phase.SIGNING)
-    st.timer("takeover", st.now + st.fed.takeover_after)
-    st.timer("session", st.now + st.fed.timeouts.session)  # stop waiting for members not heard from
-    _coordinate(st)
-
-
-def _eligible(st: _Step) -> list[int]:
-    """Members that support the agreed target, in the job's rotation order."""
-    s = st.s
-    if s.target is Target.NO_QUORUM:
-        support = set(s.gave_up)
-    else:
-        support = {m for m, a in s.announcements.items() if a.digest == s.digest}
-    return [m for m in st.m.rotation(s.job_id) if m in support]
-
-
-def _coordinators(st: _Step, eligible: list[int]) -> list[int]:
-    """Who may coordinate, in rotation order: the supporting members, and for a short while after agreement
-    also the members not heard from yet. Waiting that long for the earlier members of the rotation makes all
-    members settle on the same coordinator (two coordinators would each spend a signing session), while a
-    member that is down is passed over after one session timeout instead of a coordinator timeout."""
-    s = st.s
-    assert s.agreed_at is not None
-    if st.now >= s.agreed_at + st.fed.timeouts.session:
-        return eligible
-    heard = s.gave_up if s.target is Target.NO_QUORUM else frozenset(s.announcements)
-    support = set(eligible)
-    return [m for m in st.m.rotation(s.job_id) if m in support or m not in heard]
-
-
-def _coordinate(st: _Step) -> None:
-    """If this member coordinates the job now, start a signing session when none is under way and t
-    supporting members have unused commitments."""
-    s = st.s
-    if s.target is None or s.digest is None or s.phase is Phase.DONE:
-        return
-    eligible = _eligible(st)
-    coordinators = _coordinators(st, eligible)
-    if len(eligible) < st.fed.threshold or coordinators[s.attempt % len(coordinators)] != st.m.me:
-        return
-    if len(s.sessions) >= st.fed.max_sessions:
-        return
-    patience = st.fed.timeouts.session
-    if any(st.now < x.started_at + patience and not (x.signers & s.bad) for x in s.sessions):
-        return  # a session is still under way
-    available = [m for m in eligible if m in s.fresh and m not in s.bad]
-    if len(available) < st.fed.threshold:
-        return
-    if st.m.me in available:  # the coordinator answers at once, so it goes first
-        available.remove(st.m.me)
-        available.insert(0, st.m.me)
-    chosen = sorted(available[: st.fed.threshold])
-    event = _build_event(st, s.target, s.digest)
-    if event is None:
-        return
-    commitments = tuple(s.fresh[m] for m in chosen)
-    session = Session(len(s.sessions), s.target, s.digest, event.event_id(), commitments, st.now)
-    st.update(
-        sessions=s.sessions + (session,),
-        fresh={m: c for m, c in s.fresh.items() if m not in chosen},
-        used=s.used | {c.to_bytes() for c in commitments},
-    )
-    st.timer("session", st.now + patience)
-    request = SignRequest(s.job_id, session.number, s.target, s.digest, session.event_id, commitments)
-    st.send(tuple(m for m in chosen if m != st.m.me), request)
-    if st.m.me in chosen:
-        _on_sign_request(st, st.m.me, request)
-
-
-def _complete(st: _Step, session: Session) -> None:
-    fed = st.fed
-    try:
-        signature = frost.aggregate(fed.suite, session.event_id, session.commitments, session.shares, fed.keys)
-    except InvalidContribution as exc:
-        # aggregate checks every share with the R it computed and names all the bad ones; any other failure
-        # (R the identity, an inconsistent key package) is no single member's fault
-        culprits = set(exc.signers) if isinstance(exc, frost.InvalidShares) else set()
-        for member in sorted(culprits):
-            st.evidence(member, "invalid_share", f"an invalid signature share in session {session.number}")
-        st.update(bad=st.s.bad | culprits, fresh={m: c for m, c in st.s.fresh.items() if m not in culprits})
-        _coordinate(st)
-        return
-    event = _build_event(st, session.target, session.digest)
-    assert event is not None  # the session was started with this event
-    signers = tuple(sorted(session.signers))
-    done = Done(st.s.job_id, session.target, session.digest, session.event_id, signature, signers)
-    st.send(st.others(), done)
-    _finish(st, outcome=_outcome(st, session.target), event=event.with_signature(signature), signers=signers)
-
-
-def _outcome(st: _Step, target: Target) -> str:
-    if target is Target.RESULT:
-        return "cosigned"
-    if target is Target.NO_QUORUM:
-        return "no_quorum"
-    return "timeout" if st.s.own_reason == "timeout" else "dvm_error"
-
-
-def _finish(
-    st: _Step, *, outcome: str, event: NostrEvent | None, signers: tuple[int, ...], publish: bool = True
-) -> None:
-    done_event = event
-    st.update(phase=Phase.DONE, outcome=outcome, done_event=done_event, done_signers=signers, finished_at=st.now)
-    st.m.forget(st.s.job_id)
-    if done_event is not None and publish:
-        st.fx.append(Publish(st.s.job_id, done_event))
-    st.fx.append(Finished(st.s.job_id, outcome, done_event, len(st.s.sessions)))
-
-
-def _build_event(st: _Step, target: Target, digest: bytes) -> UnsignedEvent | None:
-    """The event for a target, byte-identical on every member: authored by the group key, dated with the
-    request's created_at (a time every member knows the same)."""
-    s = st.s
-    if s.fixed_event is not None:
-        own = ResultPayload(s.fixed_event.content, s.fixed_event.tags).digest()
-        return s.fixed_event if target is Target.RESULT and digest == own else None
-    request = s.request
-    if request is None:
-        return None
-    author = st.fed.pubkey
-    created_at = request.event.created_at
-    if target is Target.RESULT:
-        payload = next((a.payload for a in s.announcements.values() if a.digest == digest and a.payload), None)
-        if payload is None:
-            return None
-        return build_result_event(request, payload, author, created_at=created_at)
-    info = NO_QUORUM_INFO if target is Target.NO_QUORUM else ERROR_INFO
-    return build_feedback_event(request, "error", info, author, created_at=created_at)
