@@ -2,14 +2,15 @@
 
 Modules: ``group`` (order, strict point/scalar parsing), ``suite`` (the two ciphersuites and H1..H5), ``keys``
 (trusted dealer with Feldman VSS, key objects), ``messages`` (commitments and signature shares on the wire),
-``signing`` (a member's rounds one and two), ``coordinator`` (share checks, aggregation naming every bad
-share, verification).
+``context`` (a session's public values computed once: binding factors, R, challenge), ``signing`` (a member's
+rounds one and two), ``coordinator`` (share checks, aggregation naming every bad share, verification).
 
 Errors: ``ValueError`` for a caller's mistake, ``InvalidContribution(signer, what)`` for a member's (or, with
 ``signer=None``, a dealer's) invalid contribution. Secrets never appear in a repr or an error.
 """
 
 from consensus.errors import InvalidContribution
+from consensus.frost.context import SigningContext, signing_context
 from consensus.frost.coordinator import (
     InvalidShares,
     aggregate,
@@ -35,6 +36,7 @@ __all__ = [
     "SecretShare",
     "SignatureShare",
     "SigningCommitments",
+    "SigningContext",
     "SigningNonces",
     "aggregate",
     "check_identifier",
@@ -43,6 +45,7 @@ __all__ = [
     "parse_point",
     "parse_scalar",
     "sign",
+    "signing_context",
     "trusted_dealer_keygen",
     "verify",
     "verify_signature_share",

@@ -9,17 +9,18 @@ the group key has odd y, and (d_i + rho_i*e_i) when R has odd y, exactly as the 
 Rules: ``SigningNonces`` are single-use, in-memory-only objects; ``sign`` takes the secrets out before using them,
 so a second call raises ``ValueError``, and they refuse to be pickled or copied. Secrets only reach the curve
 through ``base_mul`` (constant time): the signer's own D_i + rho_i*E_i is computed as (d_i + rho_i*e_i)*G.
-This is the hot path of every signing: one pass over the list, one point sum, no repeated parsing.
+This is the hot path of every signing: one pass over the list, one point sum, no repeated parsing. A signer that
+also coordinates computes the session's public values once (``signing_context``) and passes them to ``sign``
+and ``aggregate``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Any, SupportsIndex
 
-from consensus.errors import InvalidContribution
+from consensus.frost.context import SigningContext, identity_commitment, prepare
 from consensus.frost.group import (
     N,
     Point,
@@ -90,65 +91,34 @@ def commit(suite: Ciphersuite, key_package: KeyPackage,
     return SigningNonces(hiding, binding, commitments), commitments
 
 
-def encode_commitment_list(commitments: Sequence[SigningCommitments]) -> bytes:
-    """RFC 9591 encode_group_commitment_list: SerializeScalar(id) || D || E for each, in identifier order."""
-    return b"".join([c._encoded for c in commitments])  # type: ignore[attr-defined]
-
-
-def binding_factor_prefix(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments],
-                          group_public_key: bytes) -> bytes:
-    """enc(Y) || H4(msg) || H5(commitment list): the input of every binding factor but the identifier."""
-    return (suite.signing_key(group_public_key) + suite.h4(message)
-            + suite.h5(encode_commitment_list(commitments)))
-
-
-_by_identifier = attrgetter("identifier")
-
-
-def prepare(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments], group_public_key: bytes,
-            min_signers: int) -> tuple[list[SigningCommitments], list[int], list[int]]:
-    """Check a commitment list; return it in identifier order, the identifiers, and each one's binding factor.
-
-    ``ValueError`` for anything but commitment objects, duplicate identifiers, or fewer than ``min_signers``.
-    """
-    if type(suite) is not Ciphersuite or type(message) is not bytes:
-        raise ValueError("need a Ciphersuite and a bytes message")
-    try:
-        ordered = sorted(commitments, key=_by_identifier)
-    except (TypeError, AttributeError):
-        raise ValueError("commitments must be a sequence of SigningCommitments") from None
-    ids = [c.identifier for c in ordered]
-    if len(ids) < min_signers or len(set(ids)) != len(ids) or any(type(c) is not SigningCommitments for c in ordered):
-        if len(ids) < min_signers:
-            raise ValueError(f"{len(ids)} commitments, fewer than the {min_signers} signers needed")
-        if len(set(ids)) != len(ids):
-            raise ValueError("duplicate identifier in the commitment list")
-        raise ValueError("commitments must be a sequence of SigningCommitments")
-    encoded = b"".join([c._encoded for c in ordered])  # type: ignore[attr-defined]
-    prefix = suite.signing_key(group_public_key) + suite.h4(message) + suite.h5(encoded)
-    return ordered, ids, suite.h1_many(prefix, [c._id_scalar for c in ordered])  # type: ignore[attr-defined]
-
-
-def identity_commitment() -> InvalidContribution:
-    # Binding factors make R depend on every commitment, so no member can steer it to the identity alone;
-    # blame cannot be assigned to one member.
-    return InvalidContribution(None, "the group commitment is the identity")
-
-
 def sign(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommitments], nonces: SigningNonces,
-         key_package: KeyPackage) -> SignatureShare:
+         key_package: KeyPackage, context: SigningContext | None = None) -> SignatureShare:
     """Round two: this member's signature share on ``message`` for the signer set of ``commitments``.
 
     Raises ``ValueError`` if the nonces were already used, this member's commitment is missing from the list
     or differs from ``nonces.commitments``, identifiers repeat, or there are fewer than min_signers.
     The nonces are consumed once these checks pass, even if a later step fails: they are never reused.
+    With a ``context`` (``signing_context`` of this message, list and group key, ``ValueError`` if not) its
+    binding factors, R and challenge are used instead of computed: no point operation at all.
     """
     if type(nonces) is not SigningNonces or not isinstance(key_package, KeyPackage):
         raise ValueError("sign takes SigningNonces and a KeyPackage")
     if nonces.used:
         raise ValueError("signing nonces already used: one nonce pair signs exactly one message")
     group_key = key_package.group_public_key
-    ordered, ids, rhos = prepare(suite, message, commitments, group_key, key_package.min_signers)
+    ordered: Sequence[SigningCommitments]
+    ids: Sequence[int]
+    rhos: Sequence[int]
+    if context is None:
+        ordered, ids, rhos = prepare(suite, message, commitments, group_key, key_package.min_signers)
+    else:
+        if type(context) is not SigningContext:
+            raise ValueError("context must be a SigningContext")
+        context.check(suite, message, commitments)
+        public = context.public_key_package
+        if group_key != public.group_public_key or key_package.min_signers != public.min_signers:
+            raise ValueError("the signing context was made for another group key")
+        ordered, ids, rhos = context.commitments, context.identifiers, context.binding_factors
     me = key_package.identifier
     if me not in ids:
         raise ValueError(f"member {me}'s own commitment is not in the commitment list")
@@ -159,37 +129,28 @@ def sign(suite: Ciphersuite, message: bytes, commitments: Sequence[SigningCommit
     hiding, binding = nonces._take()
 
     own = (hiding + rhos[index] * binding) % N  # d_i + rho_i*e_i: the own term as one secret scalar
-    points = [base_mul(own)]
-    for k, c in enumerate(ordered):
-        if k != index:
-            points += (c._hiding_point, mul(c._binding_point, rhos[k]))  # type: ignore[attr-defined]
-    total = point_sum(points)
-    if total is None:
-        raise identity_commitment()
-    r = encode(total)
+    if context is None:
+        r = encode(_group_commitment_with(own, ordered, rhos, index))
+        challenge = suite.challenge(r, group_key, message)  # x-only in BIP-340: the parity of Y does not enter
+    else:
+        r, challenge = context.group_commitment, context.challenge
     share = key_package.signing_share
     if suite.bip340:
         if group_key[0] == 3:
             share = N - share
         if r[0] == 3:
             own = N - own
-    challenge = suite.challenge(r, group_key, message)  # x-only in BIP-340: the parity of Y does not enter
     return SignatureShare._computed(me, (own + lagrange_coefficient(me, ids) * share * challenge) % N)
 
 
-def binding_terms(ordered: Sequence[SigningCommitments], rhos: Sequence[int]) -> list[Point | None]:
-    """rho_j*E_j for each member (public values only): the point multiplications in R, which a coordinator
-    keeps to check every share without computing them again."""
-    return [mul(c._binding_point, rho) for c, rho in zip(ordered, rhos)]  # type: ignore[attr-defined]
-
-
-def group_commitment(ordered: Sequence[SigningCommitments], rhos: Sequence[int],
-                     terms: Sequence[Point | None] | None = None) -> Point:
-    """R = sum_j D_j + rho_j*E_j (public values only), with one point sum; ``terms`` are the rho_j*E_j if the
-    caller already has them (``binding_terms``)."""
-    if terms is None:
-        terms = binding_terms(ordered, rhos)
-    total = point_sum([c._hiding_point for c in ordered] + list(terms))  # type: ignore[attr-defined]
+def _group_commitment_with(own: int, ordered: Sequence[SigningCommitments], rhos: Sequence[int],
+                           index: int) -> Point:
+    """R, with the signer's own D_i + rho_i*E_i computed as own*G (one constant-time base multiplication)."""
+    points = [base_mul(own)]
+    for k, c in enumerate(ordered):
+        if k != index:
+            points += (c._hiding_point, mul(c._binding_point, rhos[k]))  # type: ignore[attr-defined]
+    total = point_sum(points)
     if total is None:
         raise identity_commitment()
     return total

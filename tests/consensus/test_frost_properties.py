@@ -27,8 +27,8 @@ from consensus.frost import (
     verify,
     verify_signature_share,
 )
+from consensus.frost.context import group_commitment, prepare
 from consensus.frost.group import N, encode, scalar_bytes
-from consensus.frost.signing import group_commitment, prepare
 from tests.consensus.frost_support import (
     Group,
     event_id,

@@ -36,8 +36,8 @@ from consensus.frost import (
     verify_signature_share,
     vss_verify,
 )
+from consensus.frost.context import binding_factor_prefix, prepare
 from consensus.frost.group import N, scalar_bytes
-from consensus.frost.signing import binding_factor_prefix, prepare
 from tests.conftest import VECTORS
 from tests.consensus.frost_support import event_id, nostr_accepts, unsigned_event
 
