@@ -23,8 +23,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from nostr_sdk import Filter, Keys, Kind, PublicKey, ReqTarget
+from nostr_sdk import Keys
 
 from consensus.effects import LocalError, LocalResult
 from consensus.nip90 import (
@@ -39,11 +40,13 @@ from consensus.nip90 import (
     result_kind,
 )
 from sidecar.metrics import CanaryResult, Metrics
-from sidecar.relay import EmbeddedRelay, EventFeed, connect_client, from_sdk_event, publish, sign_with_keys
+from sidecar.nostr_client import Received, RelayPool, signature_valid
+from sidecar.relay import EmbeddedRelay, sign_with_keys
 
 log = logging.getLogger("dvm_sidecar.dvm")
 
 FORWARDED_MEMORY = 20_000  # forwarded request ids remembered for mapping answers back
+ANSWERS_SINCE = 600  # seconds back an answers subscription reaches when it is placed (again)
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,10 @@ class DvmAdapter:
 
     async def start(self) -> str:
         url = await self.relay.start()
-        self.client = await connect_client(url)
-        self.listener = await connect_client(url)
-        feed = EventFeed(self.listener)
-        kinds = [Kind(result_kind(k)) for k in self.kinds] + [Kind(FEEDBACK_KIND)]
-        await self.listener.subscribe(ReqTarget.auto([Filter().author(PublicKey.parse(self.dvm_pubkey)).kinds(kinds)]))
-        self._tasks.append(asyncio.create_task(self._listen(feed)))
+        self.client = RelayPool([url], self._received)
+        self.client.subscribe("dvm-answers", self._answers_filter)
+        if not await self.client.start():
+            raise ConnectionError(f"the private relay {url} did not answer")
         if self.canary is not None:
             self._tasks.append(asyncio.create_task(self._canary_loop(self.canary)))
         return url
@@ -115,10 +116,19 @@ class DvmAdapter:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for client in (getattr(self, "client", None), getattr(self, "listener", None)):
-            if client is not None:
-                await client.shutdown()
+        client: RelayPool | None = getattr(self, "client", None)
+        if client is not None:
+            await client.stop()
         await self.relay.stop()
+
+    def _answers_filter(self) -> list[dict[str, Any]]:
+        kinds = [result_kind(k) for k in self.kinds] + [FEEDBACK_KIND]
+        return [{"authors": [self.dvm_pubkey], "kinds": kinds, "since": max(0, int(self.clock()) - ANSWERS_SINCE)}]
+
+    async def _publish(self, event: NostrEvent) -> str | None:
+        """Send to the private relay; None once it took the event, else why not."""
+        answer = (await self.client.publish(event.to_json(), event.id)).popitem()[1]
+        return None if answer.accepted else answer.message
 
     # --- forwarding ---
 
@@ -133,9 +143,9 @@ class DvmAdapter:
             )
             event = sign_with_keys(unsigned, self.keys)
         self._remember(event.id, request.event.id)
-        output = await publish(self.client, event)
-        if not output.success:
-            log.error("job %s: the private relay refused the forwarded request: %s", request.event.id, output.failed)
+        refusal = await self._publish(event)
+        if refusal is not None:
+            log.error("job %s: the private relay refused the forwarded request: %s", request.event.id, refusal)
             await self.deliver(LocalError(request.event.id, "error"))
 
     def _remember(self, forwarded_id: str, job_id: str) -> None:
@@ -145,14 +155,14 @@ class DvmAdapter:
 
     # --- answers ---
 
-    async def _listen(self, feed: EventFeed) -> None:
-        async for sdk_event in feed:
+    async def _received(self, batch: list[Received]) -> None:
+        for data, _ in batch:
             try:
-                event = from_sdk_event(sdk_event)
+                event = NostrEvent.from_dict(data)
             except ValueError as exc:
                 log.warning("ignored a malformed event from the DVM: %s", exc)
                 continue
-            if event.pubkey != self.dvm_pubkey:
+            if event.pubkey != self.dvm_pubkey or not signature_valid(event):
                 continue
             self.dvm_seen = True
             forwarded = next((t[1] for t in event.tags if len(t) >= 2 and t[0] == "e"), None)
@@ -203,9 +213,9 @@ class DvmAdapter:
         self._canaries[event.id] = future
         result: CanaryResult
         try:
-            output = await publish(self.client, event)
-            if not output.success:
-                raise ConnectionError(f"the private relay refused the canary: {output.failed}")
+            refusal = await self._publish(event)
+            if refusal is not None:
+                raise ConnectionError(f"the private relay refused the canary: {refusal}")
             async with asyncio.timeout(spec.timeout):  # not wait_for: on 3.11 it can swallow a cancellation
                 content = await future
             result = "ok" if content == spec.expected else ("error" if content is None else "wrong")

@@ -4,7 +4,8 @@ It behaves like common DVM frameworks: it subscribes to its request kinds on its
 it starts, serves a request only when the request's LAST ``p`` tag is its own key (or, in passthrough
 setups, the key it was told to answer for), posts ``processing`` feedback, then a kind 6xxx result signed by
 its own key with the usual ``request``/``e``/``p``/``i`` tags. Its events are built with nostr-sdk directly,
-as those frameworks do, and not with the core's builders, so the sidecar's parsing meets an independent party.
+as those frameworks do, and not with the core's builders, so the sidecar's parsing meets an independent party;
+they travel over the lean relay client (``sidecar.nostr_client``), which checks a request's id and signature.
 
 The answer is the sha256 (hex) of the request's text inputs and params (see ``honest_answer``). ``wrong``
 mixes the DVM's own key into it, so wrong DVMs disagree with the honest ones AND with each other, as
@@ -16,20 +17,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from nostr_sdk import Client, Event, EventBuilder, Filter, Keys, Kind, PublicKey, ReqTarget, Tag, Timestamp
+from nostr_sdk import Event, EventBuilder, Keys, Kind, PublicKey, Tag
 
 from consensus.nip90 import (
     FEEDBACK_KIND,
     JobRequest,
+    NostrEvent,
     dumps_compact,
     is_request_kind,
     parse_job_request,
     result_kind,
 )
-from sidecar.relay import EventFeed, connect_client, from_sdk_event
+from sidecar.nostr_client import Received, RelayPool, signature_valid
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,8 @@ class ExampleDvm:
         self._wrong = wrong
         self._fail = fail
         self._delay = delay
-        self._client: Client | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._client: RelayPool | None = None
+        self._since = 0
         self._jobs: set[asyncio.Task[None]] = set()
         self.counts = DvmCounts()
 
@@ -108,22 +112,26 @@ class ExampleDvm:
         """Connect and subscribe. Without ``require_relay`` it keeps retrying a relay that is not up yet."""
         if self._client is not None:
             return
-        client = await connect_client(self._relay_url, timeout=timeout, require=require_relay)
-        feed = EventFeed(client)  # before subscribing, so no request is missed
-        since = Timestamp.now()
-        await client.subscribe(ReqTarget.auto([Filter().kinds([Kind(k) for k in self._kinds]).since(since)]))
+        self._since = int(time.time())  # requests from its start on, however often it reconnects
+        client = RelayPool([self._relay_url], self._serve)
+        client.subscribe("example-dvm", self._filters)
         self._client = client
-        self._loop_task = asyncio.create_task(self._serve(feed), name="example-dvm")
+        if not await client.start(timeout) and require_relay:
+            await self.stop()
+            raise ConnectionError(f"relay {self._relay_url} did not answer within {timeout:g} s")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, *self._jobs) if t is not None]
+        client, self._client = self._client, None
+        if client is not None:
+            await client.stop()
+        tasks = list(self._jobs)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._loop_task, self._jobs = None, set()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.shutdown()
+        self._jobs = set()
+
+    def _filters(self) -> list[dict[str, Any]]:
+        return [{"kinds": list(self._kinds), "since": self._since}]
 
     async def __aenter__(self) -> ExampleDvm:
         await self.start()
@@ -132,9 +140,9 @@ class ExampleDvm:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def _serve(self, feed: EventFeed) -> None:
-        while (event := await feed.next()) is not None:
-            request = self._accept(event)
+    async def _serve(self, batch: list[Received]) -> None:
+        for data, _ in batch:
+            request = self._accept(data)
             if request is None:
                 self.counts.ignored += 1
                 continue
@@ -142,9 +150,12 @@ class ExampleDvm:
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)
 
-    def _accept(self, event: Event) -> JobRequest | None:
+    def _accept(self, data: dict[str, Any]) -> JobRequest | None:
         try:
-            request = parse_job_request(from_sdk_event(event))
+            event = NostrEvent.from_dict(data)
+            if not signature_valid(event):
+                raise ValueError("the signature does not verify")
+            request = parse_job_request(event)
         except ValueError as exc:
             log.info("ignoring a malformed request: %s", exc)
             return None
@@ -172,9 +183,9 @@ class ExampleDvm:
 
     async def _send(self, event: Event) -> None:
         assert self._client is not None
-        output = await self._client.send_event(event)
-        if not output.success:
-            log.warning("relay refused the example DVM's event: %s", output.failed)
+        answers = await self._client.publish(event.as_json(), event.id().to_hex())
+        if not any(answer.accepted for answer in answers.values()):
+            log.warning("relay refused the example DVM's event: %s", {u: a.message for u, a in answers.items()})
 
     def _links(self, request: JobRequest) -> list[Tag]:
         return [Tag.parse(["e", request.id]), Tag.parse(["p", request.customer])]

@@ -30,7 +30,9 @@ RequestRejectReason = Literal[
     "malformed", "oversize", "encrypted", "duplicate", "wrong_kind", "stale", "unaddressed"
 ]
 PeerMessageType = Literal["announce", "give_up", "sign_request", "share", "done"]
-PeerRejectReason = Literal["unknown_author", "bad_signature", "stale", "replay", "malformed", "oversize"]
+PeerRejectReason = Literal[
+    "unknown_author", "bad_signature", "stale", "replay", "malformed", "oversize", "overflow"
+]
 PublishResult = Literal["accepted", "rejected", "error"]
 CanaryResult = Literal["ok", "wrong", "timeout", "error"]
 

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
 
-RejectionReason = Literal["unknown_author", "bad_signature", "stale", "replay", "malformed", "oversize"]
+RejectionReason = Literal[
+    "unknown_author", "bad_signature", "stale", "replay", "malformed", "oversize", "overflow"
+]
 REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 
 _XONLY_HEX = re.compile(r"[0-9a-f]{64}")

@@ -11,8 +11,8 @@ are paid once for many messages.
 Opening checks, cheapest first, and refuses with a ``Rejected`` naming one of ``REJECTION_REASONS``: the size
 before anything is parsed (oversize); strict JSON of an event of our kind, addressed to this member (malformed);
 a member's key (unknown_author); a ``created_at`` within the replay window of the clock (stale); the id
-recomputed from exactly the fields read here (NIP-01 serialization), then nostr-sdk's ``Event.verify()`` on
-the same text (bad signature: both views hash to one id, so they are one event); an id not seen before
+recomputed from exactly the fields read here (NIP-01 serialization), then the BIP-340 signature over that id
+with the member's key (libsecp256k1 through coincurve; bad signature); an id not seen before
 (replay); decryption and the batch's form (malformed); the payload size again (oversize). Only a verified event
 is remembered, so junk costs no memory.
 
@@ -26,11 +26,13 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nostr_sdk import Event, Keys, Nip44Version, NostrSdkError, PublicKey, nip44_decrypt, nip44_encrypt
+from coincurve import PublicKeyXOnly
+from nostr_sdk import Keys, Nip44Version, NostrSdkError, PublicKey, nip44_decrypt, nip44_encrypt
 
 from consensus.nip90 import MAX_EVENT_BYTES, dumps_compact, loads_bounded
 from sidecar.peers.base import Envelope, PeerDirectory, RejectionReason
@@ -43,6 +45,7 @@ REPLAY_RATE = 1000  # events a second one member is expected to accept, at most,
 MAX_BATCH = 64  # messages in one event
 
 _FIELDS = frozenset({"id", "pubkey", "created_at", "kind", "tags", "content", "sig"})
+_HEX128 = re.compile(r"[0-9a-f]{128}")
 _MAX_TIMESTAMP = 2**40  # beyond any clock; keeps the window arithmetic on small integers
 
 log = logging.getLogger(__name__)
@@ -134,6 +137,7 @@ class EnvelopeCodec:
             self._public = {m: PublicKey.parse(hex_) for m, hex_ in directory.identities.items()}
         except NostrSdkError as exc:
             raise ValueError(f"an identity in the directory is not a valid public key: {exc}") from None
+        self._verifiers = {m: PublicKeyXOnly(bytes.fromhex(hex_)) for m, hex_ in directory.identities.items()}
         self._my_p_tag = ["p", directory.my_identity]
         self.seen = ReplayCache(max(1024, int(self.window * REPLAY_RATE)))
         self.reassembly = Reassembly(window=self.window)
@@ -188,9 +192,8 @@ class EnvelopeCodec:
 
     # -- receiving
 
-    def check(self, raw: str | bytes, event: Event | None = None) -> Checked:
-        """Authenticate one envelope (``Rejected`` if it fails); ``event`` is nostr-sdk's parse of ``raw``,
-        when the transport already has one."""
+    def check(self, raw: str | bytes) -> Checked:
+        """Authenticate one envelope given as event JSON (``Rejected`` if it fails)."""
         size = len(raw) if isinstance(raw, bytes) else _utf8_len(raw)
         if size > self.max_event_bytes:
             raise Rejected("oversize", f"{size} bytes, over the {self.max_event_bytes}-byte limit")
@@ -198,6 +201,12 @@ class EnvelopeCodec:
             data = loads_bounded(raw, max_bytes=self.max_event_bytes, max_depth=3, what="peer envelope")
         except (ValueError, UnicodeError) as exc:
             raise Rejected("malformed", str(exc)) from None
+        return self.check_event(data, size)
+
+    def check_event(self, data: object, size: int) -> Checked:
+        """Authenticate one envelope a relay client already parsed; ``size`` is the bytes it came in."""
+        if size > self.max_event_bytes:
+            raise Rejected("oversize", f"{size} bytes, over the {self.max_event_bytes}-byte limit")
         if not isinstance(data, dict) or data.keys() != _FIELDS:
             raise Rejected("malformed", "not an event object with exactly the NIP-01 fields")
         if type(data["kind"]) is not int or data["kind"] != PEER_MESSAGE_KIND:
@@ -214,8 +223,8 @@ class EnvelopeCodec:
         now = self.clock()
         if abs(created_at - now) > self.window:
             raise Rejected("stale", f"created {created_at - now:+.0f} s from now, outside ±{self.window:g} s")
-        content, message_id = data["content"], data["id"]
-        if not isinstance(content, str) or not isinstance(message_id, str) or not isinstance(data["sig"], str):
+        content, message_id, sig = data["content"], data["id"], data["sig"]
+        if not isinstance(content, str) or not isinstance(message_id, str) or not isinstance(sig, str):
             raise Rejected("malformed", "id, content and sig must be strings")
         try:
             computed = event_id(pubkey, created_at, tags, content)
@@ -225,13 +234,7 @@ class EnvelopeCodec:
             raise Rejected("bad_signature", "the id does not match the event")
         if computed in self.seen:
             raise Rejected("replay", "message id seen before")
-        # The same text parsed by nostr-sdk: it verifies the id it reads, which is the one just computed here.
-        try:
-            sdk_event = event if event is not None else Event.from_json(raw if isinstance(raw, str) else raw.decode())
-            valid = sdk_event.verify()
-        except (NostrSdkError, ValueError):
-            valid = False
-        if not valid:
+        if _HEX128.fullmatch(sig) is None or not self._verifiers[sender].verify(bytes.fromhex(sig), computed):
             raise Rejected("bad_signature", "the signature does not verify")
         self.seen.add(computed, forget_after=created_at + self.window, now=now)
         return Checked(sender, message_id, created_at, content, part, batch)

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 
 import redis.asyncio as aioredis
-from nostr_sdk import Event
 
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import Checked, EnvelopeCodec, Rejected
@@ -58,12 +58,19 @@ class Inbox:
         except Exception:
             log.exception("the rejection counter failed")
 
-    async def receive(self, raws: Sequence[str | bytes], events: Sequence[Event | None] | None = None) -> None:
-        """Authenticate a batch of envelopes in arrival order and queue the messages they carry."""
+    async def receive(self, raws: Sequence[str | bytes]) -> None:
+        """Authenticate a batch of envelopes (event JSON) in arrival order and queue the messages they carry."""
+        await self._accept([partial(self.codec.check, raw) for raw in raws])
+
+    async def receive_events(self, events: Sequence[tuple[object, int]]) -> None:
+        """The same for events a relay client already parsed, each with the size of what carried it."""
+        await self._accept([partial(self.codec.check_event, *item) for item in events])
+
+    async def _accept(self, checks: Sequence[Callable[[], Checked]]) -> None:
         checked: list[Checked] = []
-        for index, raw in enumerate(raws):
+        for check in checks:
             try:
-                checked.append(self.codec.check(raw, events[index] if events else None))
+                checked.append(check())
             except Rejected as rejected:
                 self.reject(rejected.reason, rejected.detail)
             except Exception as exc:  # a bug or an unforeseen input must cost one message, not the reader
