@@ -4,11 +4,15 @@ member, on a Redis server and a public relay given by the caller, on 127.0.0.1.
 
 Shared by the benchmark (``bench/e2e.py``) and the tests (``tests/e2e/processes.py`` re-exports it), so both
 measure and test the federation the same way. Members can be killed (SIGKILL, as a crash) and started again;
-everything started is stopped by ``stop()``.
+everything started is stopped by ``stop()``. With ``die_with_parent`` each process is also killed when the
+thread that started it ends (Linux's PR_SET_PDEATHSIG), so a run killed from outside leaves nothing behind:
+start such members from a thread that lives as long as they should, never from a pool's worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -33,6 +37,13 @@ def cli(*args: str, cwd: Path | None = None) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"dvm-sidecar {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the thread that started it ends. SIGKILL, not SIGTERM: Redis dies
+    with the same parent, and a sidecar told to stop while Redis is away waits for Redis to come back."""
+    with contextlib.suppress(OSError):  # not Linux: stop() is the only way
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -62,8 +73,10 @@ class ProcessFederation:
         wrong: frozenset[int] = frozenset(),
         timeouts: tuple[float, float, float, float] = (10, 20, 10, 2),
         log_level: str = "INFO",
+        die_with_parent: bool = False,
     ) -> None:
         self.root = root
+        self.die_with_parent = die_with_parent
         root.mkdir(parents=True, exist_ok=True)
         self.n, self.t = members, threshold
         keys_dir = root / "keys"
@@ -106,14 +119,15 @@ class ProcessFederation:
 
     def start(self, member: int) -> None:
         m = self.members[member]
+        preexec = die_with_parent if self.die_with_parent else None
         with m.log.open("ab") as log:  # the children keep their own copies of the descriptor
             m.sidecar = subprocess.Popen([*m.program, "run", "--config", str(m.config)], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=preexec)
             self._wait_port(m.http_port, m.sidecar)
             m.dvm = subprocess.Popen(
                 [*CLI, "example-dvm", "--relay", f"ws://127.0.0.1:{m.private_port}", "--nsec-file",
                  str(m.dvm_key_file), *m.dvm_flags],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=preexec,
             )
 
     def start_all(self) -> None:
@@ -147,4 +161,6 @@ class ProcessFederation:
         raise RuntimeError(f"the sidecar did not listen on {port} within {timeout} s")
 
 
-__all__ = ["CLI", "KIND", "PASSPHRASE", "MemberProcess", "ProcessFederation", "RedisServer", "cli"]
+__all__ = [
+    "CLI", "KIND", "PASSPHRASE", "MemberProcess", "ProcessFederation", "RedisServer", "cli", "die_with_parent",
+]
