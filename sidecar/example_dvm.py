@@ -3,9 +3,10 @@
 It behaves like common DVM frameworks: it subscribes to its request kinds on its one relay from the moment
 it starts, serves a request only when the request's LAST ``p`` tag is its own key (or, in passthrough
 setups, the key it was told to answer for), posts ``processing`` feedback, then a kind 6xxx result signed by
-its own key with the usual ``request``/``e``/``p``/``i`` tags. Its events are built with nostr-sdk directly,
-as those frameworks do, and not with the core's builders, so the sidecar's parsing meets an independent party;
-they travel over the lean relay client (``sidecar.nostr_client``), which checks a request's id and signature.
+its own key with the usual ``request``/``e``/``p``/``i`` tags. Its events are made by nostr-sdk (it reads the
+fields as JSON, computes the id and signs), as those frameworks do, and not by the core's builders, so the
+sidecar's parsing meets an independent party; they travel over the lean relay client
+(``sidecar.nostr_client``), and a request's id and signature are checked before it is served.
 
 The answer is the sha256 (hex) of the request's text inputs and params (see ``honest_answer``). ``wrong``
 mixes the DVM's own key into it, so wrong DVMs disagree with the honest ones AND with each other, as
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nostr_sdk import Event, EventBuilder, Keys, Kind, PublicKey, Tag
+from nostr_sdk import Event, Keys, PublicKey, UnsignedEvent
 
 from consensus.nip90 import (
     FEEDBACK_KIND,
@@ -187,18 +188,23 @@ class ExampleDvm:
         if not any(answer.accepted for answer in answers.values()):
             log.warning("relay refused the example DVM's event: %s", {u: a.message for u, a in answers.items()})
 
-    def _links(self, request: JobRequest) -> list[Tag]:
-        return [Tag.parse(["e", request.id]), Tag.parse(["p", request.customer])]
+    def _event(self, kind: int, content: str, tags: list[list[str]]) -> Event:
+        # nostr-sdk takes the fields as JSON (one call, not one per tag) and computes the id and signs.
+        fields = {"pubkey": self.pubkey, "created_at": int(time.time()), "kind": kind, "tags": tags, "content": content}
+        return UnsignedEvent.from_json(dumps_compact(fields)).sign(self._keys)
+
+    def _links(self, request: JobRequest) -> list[list[str]]:
+        return [["e", request.id], ["p", request.customer]]
 
     def _feedback(self, request: JobRequest, status: str, info: str) -> Event:
-        tags = [Tag.parse(["status", status, info] if info else ["status", status]), *self._links(request)]
-        return EventBuilder(Kind(FEEDBACK_KIND), "").tags(tags).finalize(self._keys)
+        tags = [["status", status, info] if info else ["status", status], *self._links(request)]
+        return self._event(FEEDBACK_KIND, "", tags)
 
     def _result(self, request: JobRequest, answer: str) -> Event:
         tags = [
-            Tag.parse(["request", request.event.to_json()]),
+            ["request", request.event.to_json()],
             *self._links(request),
-            *(Tag.parse(list(tag)) for tag in request.event.tags if tag[0] == "i"),
-            Tag.parse(["alt", f"NIP-90 result (kind {result_kind(request.kind)}) of an example DVM"]),
+            *(list(tag) for tag in request.event.tags if tag[0] == "i"),
+            ["alt", f"NIP-90 result (kind {result_kind(request.kind)}) of an example DVM"],
         ]
-        return EventBuilder(Kind(result_kind(request.kind)), answer).tags(tags).finalize(self._keys)
+        return self._event(result_kind(request.kind), answer, tags)
