@@ -4,7 +4,8 @@ Rules it keeps:
 - one input at a time per job (a lock per job), so the core sees a sequential history;
 - the new state is written to Redis BEFORE any effect leaves the process: a member that crashes after sending
   a share has the share's session recorded, and its nonces are gone with the process anyway; while Redis is
-  away (a restart, an outage) the write is retried, holding the job's input, so no input is dropped;
+  away (a restart, an outage) the write is retried, holding the job's input, so no input is dropped; the
+  writes of jobs stepping at the same time share a round trip (``group_commit``);
 - the finished state, its co-signed event (into the outbox) and the end of the in-flight entry are one atomic
   store transition, so a restart neither loses nor repeats a publication;
 - timers are asyncio handles keyed by (job, name); a later SetTimer of the same name replaces the earlier one;
@@ -40,8 +41,9 @@ from consensus.jobstate import JobState, Phase
 from consensus.messages import Message
 from consensus.nip90 import JobRequest
 from consensus.quorum import Member, resume, step
+from sidecar.group_commit import GroupCommit
 from sidecar.metrics import Metrics
-from sidecar.store import RedisWait, Store
+from sidecar.store import JobWrite, RedisWait, Store
 
 log = logging.getLogger("dvm_sidecar.runner")
 
@@ -80,6 +82,7 @@ class JobRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._stored = RedisWait(metrics.redis_error, f"member {member.me}: job state")
+        self._writes = GroupCommit(store, self._stored)
         # Orphans (jobs a peer's message made known, request not seen here) together fill at most half of
         # MAX_PENDING_JOBS: the other half is always there for customers' requests.
         self.orphan_cap = max(1, MAX_PENDING_JOBS // (2 * max(1, member.federation.n - 1)))
@@ -155,6 +158,7 @@ class JobRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._writes.close()
 
     # --- internals ---
 
@@ -213,21 +217,17 @@ class JobRunner:
             return
         blob = new.to_json().encode()
         if finished:
-            events = [(e.event.id, e.event.to_json()) for e in effects if isinstance(e, Publish)]
-            finished_at = self.clock()
-            await self._stored(lambda: self.store.finish_job(
-                job_id, blob, phase=new.phase.value, outcome=finished[0].outcome, events=events,
-                finished_at=finished_at,
-            ))
+            events = tuple((e.event.id, e.event.to_json()) for e in effects if isinstance(e, Publish))
+            await self._writes.write(
+                JobWrite(job_id, blob, new.phase.value, self.clock(), finished[0].outcome, events)
+            )
             self._states.pop(job_id, None)
             self._locks.pop(job_id, None)
             self._remember_finished(job_id, finished[0].outcome)
             self._cancel_timers(job_id)
         else:
-            updated_at = self.clock()
-            await self._stored(
-                lambda: self.store.save_job(job_id, blob, phase=new.phase.value, updated_at=updated_at)
-            )
+            if not await self._writes.write(JobWrite(job_id, blob, new.phase.value, self.clock())):
+                raise ValueError(f"job {job_id} is finished: its state can no longer be saved")
             self._states[job_id] = new
         self.metrics.set_jobs_in_flight(len(self._states))
         self._observe_phases(old, new)

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 ROOT = "dvm-sidecar"
 MAX_CONNECTIONS = 128  # Redis connections one sidecar opens at most; past that, callers wait for a free one
@@ -117,6 +119,23 @@ class OutboxItem:
     event_json: str
     attempts: int  # publish rounds that ended with a reschedule
     first_enqueued: float
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """One job-state write for ``Store.write_jobs``: a save while ``outcome`` is None, else the finish (with
+    the events to publish); ``at`` is when it was updated, or finished."""
+
+    job_id: str
+    state: bytes
+    phase: str
+    at: float
+    outcome: str | None = None
+    events: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:  # checked here, so one bad write never fails a whole batch
+        _check_id(self.job_id, "job_id")
+        _events_args(self.events)
 
 
 @dataclass(frozen=True)
@@ -305,8 +324,7 @@ class Store:
 
     async def save_job(self, job_id: str, state: bytes, *, phase: str, updated_at: float) -> None:
         """Store a job's public state blob, the job kept in flight. ValueError once the job finished."""
-        keys = [self.keys.job(_check_id(job_id, "job_id")), self.keys.jobs_in_flight]
-        if not await self._save_job(keys=keys, args=[job_id, state, phase, updated_at]):
+        if not (await self.write_jobs([JobWrite(job_id, state, phase, updated_at)]))[0]:
             raise ValueError(f"job {job_id} is finished: its state can no longer be saved")
 
     async def drop_job(self, job_id: str) -> None:
@@ -338,13 +356,43 @@ class Store:
         """In one atomic step: save the final state (expiring after ``job_ttl``), drop the job from the
         in-flight index, add ``events`` ((event_id, event_json) pairs) to the outbox and list the job as
         recently finished."""
+        await self.write_jobs([JobWrite(job_id, state, phase, finished_at, outcome, tuple(events))])
+
+    async def write_jobs(self, writes: Sequence[JobWrite]) -> list[bool]:
+        """Several jobs' writes (saves and finishes) in one round trip, in order, each one as atomic as
+        ``save_job`` or ``finish_job`` alone. False for a save refused because its job had finished.
+        At most one write per job: a second one would be refused or replayed if the scripts must be reloaded."""
+        calls = [self._job_call(write) for write in writes]
+        results: list[object] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):  # a Redis that restarted has lost its scripts: load them, run what failed again
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    script, keys, args = calls[i]
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                answers = await pipe.execute(raise_on_error=False)
+            for i, answer in zip(todo, answers):
+                results[i] = answer
+            todo = [i for i in todo if isinstance(results[i], NoScriptError)]
+            if not todo:
+                break
+            for script in {calls[i][0] for i in todo}:
+                await self.redis.script_load(script.script)
+        for answer in results:
+            if isinstance(answer, Exception):
+                raise answer
+        return [bool(answer) for answer in results]
+
+    def _job_call(self, write: JobWrite) -> tuple[AsyncScript, list[str], list[str | bytes | float | int]]:
         k = self.keys
-        ids = [event_id for event_id, _ in events]
-        keys = [k.job(_check_id(job_id, "job_id")), k.jobs_in_flight, k.jobs_recent, k.outbox_due]
-        keys += [k.outbox_event(event_id) for event_id in ids]
-        args: list[str | bytes | float | int] = [job_id, state, phase, outcome, finished_at, self._job_ttl_ms]
-        args += [self.recent_cap, finished_at - self.job_ttl, *_events_args(events)]
-        await self._finish_job(keys=keys, args=args)
+        job_key = k.job(_check_id(write.job_id, "job_id"))
+        if write.outcome is None:
+            return self._save_job, [job_key, k.jobs_in_flight], [write.job_id, write.state, write.phase, write.at]
+        keys = [job_key, k.jobs_in_flight, k.jobs_recent, k.outbox_due]
+        keys += [k.outbox_event(event_id) for event_id, _ in write.events]
+        args: list[str | bytes | float | int] = [write.job_id, write.state, write.phase, write.outcome, write.at]
+        args += [self._job_ttl_ms, self.recent_cap, write.at - self.job_ttl, *_events_args(write.events)]
+        return self._finish_job, keys, args
 
     async def recent_jobs(self, count: int = 50) -> list[RecentJob]:
         """The last ``count`` finished jobs whose records have not expired, newest first."""
