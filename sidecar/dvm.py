@@ -81,6 +81,7 @@ class DvmAdapter:
         if mode == "passthrough" and canary is not None and group_pubkey is None:
             raise ValueError("a canary in passthrough mode needs the group key: the DVM answers only for it")
         self.keys = operator_keys
+        self.operator_pubkey = str(operator_keys.public_key().to_hex())
         self.dvm_pubkey = dvm_pubkey
         self.mode = mode
         self.kinds = kinds
@@ -138,7 +139,7 @@ class DvmAdapter:
             event = request.event
         else:
             unsigned = reissue_request(
-                request, author=self.keys.public_key().to_hex(), dvm_pubkey=self.dvm_pubkey,
+                request, author=self.operator_pubkey, dvm_pubkey=self.dvm_pubkey,
                 created_at=int(self.clock()),
             )
             event = sign_with_keys(unsigned, self.keys)
@@ -207,7 +208,7 @@ class DvmAdapter:
         """Send the canary request and compare the answer; updates the metric and readiness."""
         tags = (("i", spec.input, "text"), ("p", self.canary_addressee))
         self._canary_at = max(int(self.clock()), self._canary_at + 1)
-        unsigned = UnsignedEvent(self.keys.public_key().to_hex(), self._canary_at, spec.kind, tags, "")
+        unsigned = UnsignedEvent(self.operator_pubkey, self._canary_at, spec.kind, tags, "")
         event = sign_with_keys(unsigned, self.keys)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._canaries[event.id] = future

@@ -34,7 +34,7 @@ from consensus.nip90 import (
     parse_job_request,
     result_kind,
 )
-from sidecar.nostr_client import Received, RelayPool, signature_valid
+from sidecar.nostr_client import Received, RelayPool, event_id_of, signature_valid
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class ExampleDvm:
         if not 0.0 <= delay <= MAX_DELAY:
             raise ValueError(f"delay must be between 0 and {MAX_DELAY:g} seconds")
         self._keys = keys
+        self._pubkey = str(keys.public_key().to_hex())
         self._relay_url = relay_url
         self._kinds = tuple(sorted(set(kinds)))
         self._target = PublicKey.parse(answer_for).to_hex() if answer_for else keys.public_key().to_hex()
@@ -94,7 +95,7 @@ class ExampleDvm:
 
     @property
     def pubkey(self) -> str:
-        return str(self._keys.public_key().to_hex())
+        return self._pubkey
 
     @property
     def npub(self) -> str:
@@ -184,7 +185,8 @@ class ExampleDvm:
 
     async def _send(self, event: Event) -> None:
         assert self._client is not None
-        answers = await self._client.publish(event.as_json(), event.id().to_hex())
+        text = event.as_json()
+        answers = await self._client.publish(text, event_id_of(text))
         if not any(answer.accepted for answer in answers.values()):
             log.warning("relay refused the example DVM's event: %s", {u: a.message for u, a in answers.items()})
 

@@ -11,13 +11,12 @@ limit are refused unparsed (``oversize``); the rest are checked by the envelope 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from consensus.nip90 import MAX_EVENT_BYTES
-from sidecar.nostr_client import RelayPool
+from sidecar.nostr_client import RelayPool, event_id_of
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import PEER_MESSAGE_KIND, EnvelopeCodec
 from sidecar.peers.inbox import Inbox
@@ -69,7 +68,7 @@ class NostrTransport:
         if recipient == self._codec.directory.me:
             await self._inbox.receive(events)
             return
-        answers = await asyncio.gather(*(self._pool.publish(raw, _event_id(raw)) for raw in events))
+        answers = await asyncio.gather(*(self._pool.publish(raw, event_id_of(raw)) for raw in events))
         for by_relay in answers:
             if not any(answer.accepted for answer in by_relay.values()):
                 refusals = {url: answer.message for url, answer in by_relay.items()}
@@ -80,10 +79,3 @@ class NostrTransport:
 
     def _relay_rejected(self, reason: str) -> None:
         self._inbox.reject(reason, "refused as it came from the relay")  # type: ignore[arg-type]
-
-
-def _event_id(sealed: str) -> str:
-    """The id of an event the codec sealed: it writes "id" first, so no parse is needed."""
-    if sealed.startswith('{"id":"') and sealed[71:72] == '"':
-        return sealed[7:71]
-    return str(json.loads(sealed)["id"])

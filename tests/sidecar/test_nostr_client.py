@@ -14,7 +14,7 @@ from aiohttp import web
 from nostr_sdk import EventBuilder, Keys, Kind, Tag
 
 from consensus.nip90 import NostrEvent
-from sidecar.nostr_client import Published, Received, RelayPool, signature_valid
+from sidecar.nostr_client import Published, Received, RelayPool, event_id_of, signature_valid
 from sidecar.relay import EmbeddedRelay, free_port
 
 KIND = 25090
@@ -260,3 +260,13 @@ async def test_aiohttp_session_is_closed_on_stop(relay: EmbeddedRelay) -> None:
     assert isinstance(session, aiohttp.ClientSession)
     await pool.stop()
     assert session.closed
+
+
+def test_event_id_of_reads_the_id_with_or_without_parsing() -> None:
+    event = note(Keys.generate(), "x", Keys.generate())
+    sdk_text = EventBuilder(Kind(KIND), "y").finalize(Keys.generate()).as_json()
+    assert event_id_of(sdk_text) == json.loads(sdk_text)["id"]  # nostr-sdk writes the id first
+    reordered = json.dumps({k: event[k] for k in reversed(list(event))})
+    assert event_id_of(reordered) == event["id"]
+    with pytest.raises(ValueError):
+        event_id_of('{"content":"no id"}')
