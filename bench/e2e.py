@@ -322,10 +322,16 @@ async def measure(args: argparse.Namespace, stack: contextlib.AsyncExitStack, tm
 
 async def run(args: argparse.Namespace) -> None:
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        async with contextlib.AsyncExitStack() as stack:  # stops everything started, also on errors and Ctrl-C
-            async with asyncio.timeout(args.time_limit):
+    limit = asyncio.timeout(args.time_limit)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+            # The stack stops everything started, on errors, Ctrl-C and the time limit too.
+            async with contextlib.AsyncExitStack() as stack, limit:
                 await measure(args, stack, FilePath(tmp))
+    except TimeoutError:
+        if not limit.expired():
+            raise  # a job's own time limit
+        sys.exit(f"gave up after --time-limit {args.time_limit:g} s; everything the benchmark started is stopped")
     print(f"total {time.monotonic() - started:.0f} s")
 
 
