@@ -73,8 +73,8 @@ class StatusSource(Protocol):
         """Each readiness check by name (``redis``, ``public_relay``, ``canary``), True when it passes."""
         ...
 
-    def status(self) -> StatusSnapshot:
-        """A snapshot for the status page; cheap, no I/O."""
+    async def status(self) -> StatusSnapshot:
+        """A snapshot for the status page (read when the page is asked for)."""
         ...
 
 
@@ -118,7 +118,7 @@ def make_app(
 
     async def index(request: web.Request) -> web.Response:
         readiness = await probe_readiness(source, readiness_timeout)
-        page = render_status_page(source.status(), readiness)
+        page = render_status_page(await source.status(), readiness)
         return web.Response(
             text=page,
             content_type="text/html",

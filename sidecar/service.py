@@ -40,7 +40,7 @@ log = logging.getLogger("dvm_sidecar.service")
 INPUT_CONCURRENCY = 256  # inputs handled at once (different jobs in parallel; each job one input at a time)
 STOP_TIMEOUT = 10.0  # seconds each part gets to stop
 RECENT_JOBS = 20  # jobs on the status page
-STATUS_REFRESH = 2.0  # seconds between status page refreshes from Redis
+STATUS_READ_TIMEOUT = 2.0  # seconds the status page waits for Redis before showing what it read last
 REQUESTS_REMEMBERED = 1024  # kind and arrival of recent requests, for the status page only
 
 
@@ -136,7 +136,7 @@ class Sidecar:
             log.info("resumed %d jobs in flight", resumed)
         if self.setup.handler_info is not None:  # done already (same event id) means nothing to do
             await self.runner.feed(CosignEvent(self.setup.handler_info))
-        self._tasks += [asyncio.create_task(self._peers()), asyncio.create_task(self._refresh_status())]
+        self._tasks.append(asyncio.create_task(self._peers()))
         log.info("member %d of %s ready; private relay %s", self.setup.me, self.setup.federation.pubkey, self.dvm.url)
 
     async def stop(self) -> None:
@@ -220,7 +220,13 @@ class Sidecar:
         canary_ok = True if self.setup.canary is None else bool(self.dvm.canary_ok)
         return {"redis": redis_ok, "public_relay": relay_ok, "canary": canary_ok}
 
-    def status(self) -> StatusSnapshot:
+    async def status(self) -> StatusSnapshot:
+        try:  # read when someone looks: a page nobody reads costs nothing
+            async with asyncio.timeout(STATUS_READ_TIMEOUT):
+                recent = await self.store.recent_jobs(RECENT_JOBS)
+            self._recent = tuple(self._job_status(r) for r in recent)
+        except (redis.RedisError, OSError, TimeoutError):
+            self.metrics.redis_error()  # the page shows what was read last
         members = tuple(
             MemberStatus(
                 index=m,
@@ -243,13 +249,3 @@ class Sidecar:
         # A job known only from peers (or from before a restart) shows kind 0 and no time taken.
         kind, received = self._requests.get(job.job_id, (0, job.finished_at))
         return JobStatus(job.job_id, kind, job.outcome or job.phase, received, job.finished_at)
-
-    async def _refresh_status(self) -> None:
-        while True:
-            try:
-                recent = await self.store.recent_jobs(RECENT_JOBS)
-                self._recent = tuple(self._job_status(r) for r in recent)
-                self.metrics.set_outbox_depth(await self.store.outbox_depth())
-            except redis.RedisError:
-                self.metrics.redis_error()
-            await asyncio.sleep(STATUS_REFRESH)

@@ -55,7 +55,7 @@ class LiveStatus:
         relay_ok = (await self.client.relay(self.relay)).status() == RelayStatus.CONNECTED
         return {"redis": redis_ok, "public_relay": relay_ok, "canary": self.last_canary == "ok"}
 
-    def status(self) -> StatusSnapshot:
+    async def status(self) -> StatusSnapshot:
         members = (
             MemberStatus(1, NPUB, True, None),
             MemberStatus(2, "npub1second", False, NOW - 42),
@@ -74,7 +74,7 @@ class HangingStatus:
         await asyncio.sleep(30)
         return {}
 
-    def status(self) -> StatusSnapshot:
+    async def status(self) -> StatusSnapshot:
         return StatusSnapshot(NPUB, 1, (), (), "0.1.0", NOW)
 
 

@@ -307,7 +307,7 @@ async def test_a_real_prometheus_scrapes_the_federation(served: Served, tmp_path
 
 async def test_status_page_shows_the_federation_its_members_and_the_job(served: Served) -> None:
     local = served.local
-    async with aiohttp.ClientSession() as session:  # the page refreshes from Redis every 2 s
+    async with aiohttp.ClientSession() as session:  # the page reads Redis when it is asked for
         status, page = await until(lambda: get(session, f"{served.urls[1]}/"),
                                    lambda r: served.request_id in r[1], "the job on the status page", timeout=10)
     assert status == 200
