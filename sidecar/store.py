@@ -39,7 +39,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -341,7 +341,8 @@ class Store:
 
     async def in_flight(self) -> list[str]:
         """Ids of the jobs saved and not finished, oldest first: what a restarted sidecar resumes."""
-        return [_text(job_id) for job_id in await self.redis.zrange(self.keys.jobs_in_flight, 0, -1)]
+        ids = cast(list[bytes | str], await self.redis.zrange(self.keys.jobs_in_flight, 0, -1))
+        return [_text(job_id) for job_id in ids]
 
     async def finish_job(
         self,
@@ -396,7 +397,8 @@ class Store:
 
     async def recent_jobs(self, count: int = 50) -> list[RecentJob]:
         """The last ``count`` finished jobs whose records have not expired, newest first."""
-        ids = [_text(i) for i in await self.redis.zrevrange(self.keys.jobs_recent, 0, max(count, 1) - 1)]
+        newest = cast(list[bytes | str], await self.redis.zrevrange(self.keys.jobs_recent, 0, max(count, 1) - 1))
+        ids = [_text(i) for i in newest]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -456,12 +458,17 @@ class Store:
         job_id = job_id[:MAX_ID_CHARS]
         if len(detail) > MAX_DETAIL_CHARS:
             detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
-        fields = {"member": int(member), "kind": kind, "job_id": job_id, "detail": detail, "at": at}
-        await self.redis.xadd(self.keys.evidence, fields, maxlen=self.evidence_cap, approximate=True)
+        fields: dict[str | bytes, str | bytes | int | float] = {
+            "member": int(member), "kind": kind, "job_id": job_id, "detail": detail, "at": at,
+        }
+        await self.redis.xadd(self.keys.evidence, fields, maxlen=self.evidence_cap, approximate=True)  # type: ignore[arg-type]
 
     async def evidence(self, count: int = 100) -> list[Evidence]:
         """The last ``count`` entries, newest first."""
-        entries = await self.redis.xrevrange(self.keys.evidence, count=max(count, 1))
+        entries = cast(
+            list[tuple[bytes | str, dict[bytes | str, bytes | str]]],
+            await self.redis.xrevrange(self.keys.evidence, count=max(count, 1)),
+        )
         out = []
         for _, raw in entries:
             f = {_text(name): _text(value) for name, value in raw.items()}
