@@ -108,7 +108,10 @@ def _coordinate(st: _Step) -> None:
     if event is None:
         return
     commitments = tuple(s.fresh[m] for m in chosen)
-    session = Session(len(s.sessions), s.target, s.digest, event.event_id(), commitments, st.now)
+    event_id = event.event_id()
+    # A coordinator that signs too makes the session's binding factors and R once, for its share and the aggregate
+    context = frost.signing_context(st.fed.suite, event_id, commitments, st.fed.keys) if st.m.me in chosen else None
+    session = Session(len(s.sessions), s.target, s.digest, event_id, commitments, st.now, context=context)
     st.update(
         sessions=s.sessions + (session,),
         fresh={m: c for m, c in s.fresh.items() if m not in chosen},
@@ -118,7 +121,7 @@ def _coordinate(st: _Step) -> None:
     request = SignRequest(s.job_id, session.number, s.target, s.digest, session.event_id, commitments)
     st.send(tuple(m for m in chosen if m != st.m.me), request)
     if st.m.me in chosen:
-        share = _on_sign_request(st, st.m.me, request)
+        share = _on_sign_request(st, st.m.me, request, context)
         if share is not None:
             _on_share(st, st.m.me, share)
 
@@ -126,7 +129,8 @@ def _coordinate(st: _Step) -> None:
 def _complete(st: _Step, session: Session) -> None:
     fed = st.fed
     try:
-        signature = frost.aggregate(fed.suite, session.event_id, session.commitments, session.shares, fed.keys)
+        signature = frost.aggregate(fed.suite, session.event_id, session.commitments, session.shares, fed.keys,
+                                    context=session.context)
     except InvalidContribution as exc:
         # aggregate checks every share with the R it computed and names all the bad ones; any other failure
         # (R the identity, an inconsistent key package) is no single member's fault

@@ -2,7 +2,8 @@
 
 Everything here is public: digests, payloads, nonce COMMITMENTS, signature shares. Secret nonces live only in
 the member's memory (``consensus.quorum.Member``) and never in this state, so it can be written to Redis and a
-restarted member resumes from it with fresh nonces.
+restarted member resumes from it with fresh nonces. One field is memory only: ``Session.context``, a cache of
+public values that the JSON leaves out and a restarted member computes again.
 
 The state is immutable; ``consensus.quorum`` computes each new state from the old one and an input.
 """
@@ -16,7 +17,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Any
 
-from consensus.frost import SignatureShare, SigningCommitments
+from consensus.frost import SignatureShare, SigningCommitments, SigningContext
 from consensus.messages import Target
 from consensus.nip90 import JobRequest, NostrEvent, UnsignedEvent, parse_job_request
 from consensus.policies import ResultPayload
@@ -54,6 +55,10 @@ class Session:
     commitments: tuple[SigningCommitments, ...]
     started_at: float
     shares: tuple[SignatureShare, ...] = ()
+    # The FROST values of the session (binding factors, R, challenge) when this member signs in it too, made
+    # once for its own share and the aggregate. Not part of the state: neither compared nor stored, so None
+    # after a restart, and aggregate then computes them itself.
+    context: SigningContext | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def signers(self) -> frozenset[int]:

@@ -24,9 +24,12 @@ ERROR_INFO = "the federation's DVMs reported an error or did not answer in time"
 NO_QUORUM_INFO = "no quorum: the federation's DVMs did not agree on a result"
 
 
-def _on_sign_request(st: _Step, coordinator: int, req: SignRequest) -> Share | None:
+def _on_sign_request(
+    st: _Step, coordinator: int, req: SignRequest, context: frost.SigningContext | None = None
+) -> Share | None:
     """This member's share for a signing session, if the rules allow it; the caller hands it to the
-    coordinator (itself, or the peer that asked)."""
+    coordinator (itself, or the peer that asked). ``context``: the session's values, when this member is the
+    coordinator and made them already."""
     s = st.s
     ids = [c.identifier for c in req.commitments]
     if ids != sorted(set(ids)) or not set(ids) <= set(st.fed.members) or len(ids) < st.fed.threshold:
@@ -43,7 +46,8 @@ def _on_sign_request(st: _Step, coordinator: int, req: SignRequest) -> Share | N
     if nonces is None:
         _refresh(st, coordinator, req.target)
         return None
-    share = frost.sign(st.fed.suite, req.event_id, req.commitments, nonces, st.m.key_package)
+    share = frost.sign(st.fed.suite, req.event_id, req.commitments, nonces, st.m.key_package,
+                       context=context)
     nxt = st.m.new_commitment(s.job_id)
     st.update(
         signed=s.signed | {(coordinator, req.session)},
