@@ -16,14 +16,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from typing import Any
 
 import redis
-from nostr_sdk import Client, Event, Filter, Kind, PublicKey, RelayStatus, RelayUrl, ReqTarget, Timestamp
 
 from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
-from sidecar.metrics import Metrics
-from sidecar.relay import EventFeed, publish
+from sidecar.metrics import Metrics, PublishResult
+from sidecar.nostr_client import Received, RelayPool, signature_valid
 from sidecar.store import RedisWait, Store
 
 log = logging.getLogger("dvm_sidecar.public")
@@ -31,6 +30,8 @@ log = logging.getLogger("dvm_sidecar.public")
 MAX_REQUEST_AGE = 900.0  # seconds, by default; older requests are stale (clients stop listening long before)
 MAX_CLOCK_SKEW = 300.0  # seconds a request may be dated in the future
 GIVE_UP_ATTEMPTS = 10  # after this many rounds an event some relay holds leaves the outbox
+SUBSCRIPTION = "dvm-requests"
+_WRAPPER = len(f'["EVENT","{SUBSCRIPTION}",]')  # what a relay message adds around the event
 
 
 class PublicSide:
@@ -59,67 +60,64 @@ class PublicSide:
         self.clock = clock
         self.max_request_age = max_request_age
         self._stored = RedisWait(metrics.redis_error, "request intake")
-        self.client = Client()
+        self.pool = RelayPool(self.relays, self._intake, on_rejected=self._refused,
+                              max_message_bytes=MAX_EVENT_BYTES + _WRAPPER)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._labels: dict[str, str] = {}
+
+    def _filters(self) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"kinds": list(self.kinds), "since": max(0, int(self.clock() - self.max_request_age))}
+        if not self.accept_unaddressed:
+            query["#p"] = [self.group_pubkey]
+        return [query]
 
     async def start(self) -> None:
-        for url in self.relays:
-            parsed = RelayUrl.parse(url)
-            self._labels[str(parsed)] = url
-            await self.client.add_relay(parsed)
-        await self.client.connect(timedelta(seconds=5))
-        feed = EventFeed(self.client)
-        query = Filter().kinds([Kind(k) for k in self.kinds]).since(Timestamp.from_secs(int(self.clock() - self.max_request_age)))
-        if not self.accept_unaddressed:
-            query = query.pubkey(PublicKey.parse(self.group_pubkey))
-        await self.client.subscribe(ReqTarget.auto([query]))
-        self._tasks += [
-            asyncio.create_task(self._intake(feed)),
-            asyncio.create_task(self._publisher()),
-            asyncio.create_task(self._watch_relays()),
-        ]
+        self.pool.subscribe(SUBSCRIPTION, self._filters)
+        if not await self.pool.start():
+            log.warning("no public relay reachable yet; retrying in the background")
+        self._tasks += [asyncio.create_task(self._publisher()), asyncio.create_task(self._watch_relays())]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.shutdown()
+        await self.pool.stop()
 
     def wake(self) -> None:
         """A new event is in the outbox: publish now rather than at the next poll."""
         self._wake.set()
 
     async def connected(self) -> int:
-        relays = await self.client.relays()
-        return sum(1 for relay in relays.values() if relay.status() == RelayStatus.CONNECTED)
+        return self.pool.connected()
 
     # --- intake ---
 
-    async def _intake(self, feed: EventFeed) -> None:
-        async for sdk_event in feed:
+    def _refused(self, reason: str) -> None:
+        """A relay message refused before it was read as an event (too big, not JSON, the buffer full)."""
+        self.metrics.request_rejected("oversize" if reason == "oversize" else "malformed")
+
+    async def _intake(self, batch: list[Received]) -> None:
+        for data, size in batch:
             try:
-                await self._accept(sdk_event)
+                await self._accept(data, size)
             except redis.RedisError:
                 self.metrics.redis_error()
                 log.exception("request intake: Redis error")
 
-    async def _accept(self, sdk_event: Event) -> None:
+    async def _accept(self, data: dict[str, Any], size: int) -> None:
         reject = self.metrics.request_rejected
-        raw = sdk_event.as_json()
-        if len(raw.encode("utf-8", "surrogatepass")) > MAX_EVENT_BYTES:
-            reject("oversize")  # measured, not read from an error message's wording
+        if size - _WRAPPER > MAX_EVENT_BYTES:
+            reject("oversize")
             return
         try:
-            event = NostrEvent.from_json(raw, max_bytes=MAX_EVENT_BYTES)
+            event = NostrEvent.from_dict(data)
         except ValueError:
             reject("malformed")
             return
         if event.kind not in self.kinds:
             reject("wrong_kind")
             return
-        if not sdk_event.verify():
+        if not signature_valid(event):
             reject("malformed")
             return
         try:
@@ -172,38 +170,27 @@ class PublicSide:
     async def _publish_due(self) -> None:
         items = await self.store.due(self.clock())
         for item in items:
-            event = NostrEvent.from_json(item.event_json)
-            try:
-                output = await publish(self.client, event)
-                accepted = {self._label(str(url)) for url in output.success}
-                failed = {self._label(str(url)): str(err) for url, err in output.failed.items()}
-            except Exception as exc:  # nostr-sdk raises its own errors when no relay is reachable
-                accepted, failed = set(), {url: str(exc) for url in self.relays}
+            answers = await self.pool.publish(item.event_json, item.event_id)
+            accepted = {url for url, answer in answers.items() if answer.accepted}
             already = await self.store.accepted_relays(item.event_id)
             if accepted and not already:  # the first relay to hold it: the job is out
                 self.metrics.observe_phase("publishing", max(0.0, self.clock() - item.first_enqueued))
             missing = [url for url in self.relays if url not in accepted and url not in already]
             done = not missing or (item.attempts + 1 >= GIVE_UP_ATTEMPTS and (accepted or already))
             next_attempt = None if done else self.clock() + min(60.0, 2.0 ** item.attempts)
-            for url in self.relays:
-                if url in accepted:
-                    self.metrics.relay_published(url, "accepted")
-                elif url in failed:
-                    self.metrics.relay_published(url, "rejected" if "rejected" in failed[url].lower() else "error")
+            for url, answer in answers.items():
+                outcome: PublishResult = "accepted" if answer.accepted else "rejected" if answer.answered else "error"
+                self.metrics.relay_published(url, outcome)
+                if not answer.accepted:
+                    log.info("event %s not taken by %s: %.200s", item.event_id, url, answer.message)
             for url in self.relays:
                 await self.store.record_publish(
                     item.event_id, url, url in accepted, now=self.clock(), next_attempt=next_attempt
                 )
         self.metrics.set_outbox_depth(await self.store.outbox_depth())
 
-    def _label(self, url: str) -> str:
-        return self._labels.get(url, self._labels.get(url.rstrip("/"), url))
-
     async def _watch_relays(self) -> None:
         while True:
-            relays = await self.client.relays()
-            for url, relay in relays.items():
-                label = self._label(str(url))
-                if label in self.relays:
-                    self.metrics.set_relay_connected(label, relay.status() == RelayStatus.CONNECTED)
+            for relay in self.pool.relays:
+                self.metrics.set_relay_connected(relay.url, relay.connected)
             await asyncio.sleep(2.0)

@@ -227,7 +227,7 @@ async def test_a_relay_that_never_answers_times_out_and_leaves_nothing_pending()
             await pool.start()
             event = note(Keys.generate(), "unanswered", Keys.generate())
             answer = await pool.publish(event, event["id"], timeout=0.3)
-            assert answer[url] == Published(False, "no answer from the relay in time")
+            assert answer[url] == Published(False, "no answer from the relay in time", answered=False)
             assert not pool.relays[0]._pending
             hostile.answer_ok = True
             assert (await pool.publish(event, event["id"]))[url].accepted
