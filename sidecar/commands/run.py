@@ -14,7 +14,9 @@ import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from sidecar.config import ConfigError, FederationFile, SidecarConfig, load_config, load_federation
 from sidecar.dvm import CanarySpec
@@ -24,6 +26,8 @@ from sidecar.service import MemberSetup, Sidecar
 from sidecar.store import connect
 
 log = logging.getLogger("dvm_sidecar")
+
+REDIS_WAIT = 1.0  # seconds between attempts to reach Redis at start
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -116,7 +120,10 @@ async def _serve(config: SidecarConfig, federation_file: FederationFile, setup: 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        await sidecar.start()
+        # Starting waits for Redis (compose may start it later; it may be restarting): a stop request must
+        # end that wait, not queue behind it.
+        if not await _unless_stopped(stopping, _start(sidecar, url)):
+            return 0
         http = f", http {sidecar.http.url}" if sidecar.http is not None else ""
         print(
             f"dvm-sidecar: member {setup.me} of {federation_file.npub} ({setup.federation.threshold}-of-"
@@ -131,3 +138,26 @@ async def _serve(config: SidecarConfig, federation_file: FederationFile, setup: 
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+async def _start(sidecar: Sidecar, url: str) -> None:
+    if not await sidecar.store.ping():
+        log.warning("Redis at %s is not reachable; waiting for it", url)
+        while not await sidecar.store.ping():
+            await asyncio.sleep(REDIS_WAIT)
+        log.info("Redis reachable")
+    await sidecar.start()
+
+
+async def _unless_stopped(stopping: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it ends (True) or a stop is asked for first (False: ``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+    task.result()
+    return True
