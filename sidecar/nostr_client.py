@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FRAME_CAP = 16 << 20  # bytes in one websocket frame before aiohttp drops the connection
 RETRY = 5.0  # seconds between attempts to reach a relay, and before placing a CLOSED subscription again
 PUBLISH_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 15.0
 SEEN_IDS = 20_000  # event ids remembered to pass each event on once when several relays carry it
 EVENT_BUFFER = 4096  # events received and not yet handed over, per relay
 BATCH = 256  # events handed over at once, at most
@@ -310,7 +311,9 @@ class RelayPool:
     async def start(self, timeout: float = 5.0) -> int:
         """Connect to every relay; the number that answered within ``timeout``."""
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # The timeout bounds the opening handshake only: a relay that takes the connection and never
+            # answers the upgrade is tried again instead of holding the member off every relay.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HANDSHAKE_TIMEOUT))
             self.relays = [RelayConnection(url, self._session, self._first_sight, **self._options)  # type: ignore[arg-type]
                            for url in self._urls]
             for relay in self.relays:
