@@ -1,4 +1,5 @@
-"""The sidecar's durable state in Redis: every key name and every Redis operation, in this one module.
+"""The sidecar's durable state in Redis: every key name and every Redis operation, in this one module and, for
+its Lua scripts, ``store_scripts.py``.
 
 Rules this module keeps:
 - Every key name is built by ``StoreKeys`` under ``dvm-sidecar:{namespace}:{member}:``, so several members
@@ -6,6 +7,7 @@ Rules this module keeps:
   key.
 - A transition that touches several keys is one Lua script (atomic, one round trip): a reader never sees a job
   gone from the in-flight index while its events are not yet in the outbox.
+  The scripts spell no key name: each gets its keys from here as KEYS (DUE the outbox-record prefix as ARGV).
 - What is kept only to remember something expires: finished jobs and delivery records after ``job_ttl``, seen
   requests after ``dedupe_ttl``, seen peer messages after the caller's ``ttl``; the recent-jobs index and the
   evidence stream are capped. In-flight jobs and pending outbox events never expire: they are what a restarted
@@ -44,6 +46,8 @@ from typing import TypeVar, cast
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from sidecar.store_scripts import DUE, ENQUEUE, FINISH_JOB, RECORD_PUBLISH, SAVE_JOB
 
 ROOT = "dvm-sidecar"
 MAX_CONNECTIONS = 128  # Redis connections one sidecar opens at most; past that, callers wait for a free one
@@ -155,90 +159,6 @@ class RecentJob:
     finished_at: float
 
 
-# Adds events (ARGV pairs id, json from index ``first_arg``; their hash keys in KEYS from ``first_key``) to
-# the outbox unless a record of the id exists, pending or delivered: enqueueing is idempotent per event id,
-# and a delivered event is not published again.
-_ENQUEUE_LUA = """
-local function enqueue(due_key, first_key, first_arg, now)
-  local k = first_key
-  for i = first_arg, #ARGV, 2 do
-    if redis.call('EXISTS', KEYS[k]) == 0 then
-      redis.call('HSET', KEYS[k], 'event', ARGV[i + 1], 'attempts', 0, 'first_enqueued', now)
-      redis.call('ZADD', due_key, now, ARGV[i])
-    end
-    k = k + 1
-  end
-end
-"""
-
-# KEYS: due, event hashes... ARGV: now, (id, json)...
-_ENQUEUE = _ENQUEUE_LUA + "enqueue(KEYS[1], 2, 2, ARGV[1])\nreturn 1\n"
-
-# KEYS: job, in-flight. ARGV: job_id, state, phase, updated_at. A finished job is never saved again: that
-# would put it back in the in-flight index and resume it after a restart.
-_SAVE_JOB = """
-if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'phase', ARGV[3], 'updated_at', ARGV[4])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
-return 1
-"""
-
-# KEYS: job, in-flight, recent, due, event hashes...
-# ARGV: job_id, state, phase, outcome, finished_at, job_ttl_ms, recent_cap, recent_horizon, (id, json)...
-_FINISH_JOB = (
-    _ENQUEUE_LUA
-    + """
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'phase', ARGV[3], 'outcome', ARGV[4],
-           'updated_at', ARGV[5], 'finished_at', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('ZREM', KEYS[2], ARGV[1])
-enqueue(KEYS[4], 5, 9, ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[7]))
-return 1
-"""
-)
-
-# KEYS: due. ARGV: now, limit, outbox_event key prefix. Returns id, event, attempts, first_enqueued per item.
-# An id without a record (deleted by hand) is dropped so it cannot clog the head of the queue.
-_DUE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local out = {}
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[3] .. id, 'event', 'attempts', 'first_enqueued')
-  if f[1] then
-    out[#out + 1] = id; out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
-# KEYS: due, event hash, relays set. ARGV: event_id, relay, accepted (0/1), now, next_attempt ('' = done),
-# keep_ms. A reschedule adds an attempt only if the event was due: one publish round reported relay by relay
-# counts once. A report for an unknown event creates nothing; a late one for a delivered event only adds the
-# relay.
-_RECORD_PUBLISH = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-if ARGV[3] == '1' then redis.call('SADD', KEYS[3], ARGV[2]) end
-if ARGV[5] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  if redis.call('HSETNX', KEYS[2], 'done_at', ARGV[4]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
-else
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if score then
-    if tonumber(score) <= tonumber(ARGV[4]) then redis.call('HINCRBY', KEYS[2], 'attempts', 1) end
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[5], ARGV[1])
-  end
-end
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
-return 1
-"""
-
-
 def connect(url: str) -> aioredis.Redis:
     """A client for the Redis at ``url`` that makes callers wait for a free connection when all
     ``MAX_CONNECTIONS`` are busy. redis-py's default pool raises "Too many connections" past 100 instead: a
@@ -295,11 +215,11 @@ class Store:
         self.recent_cap = recent_cap
         self.evidence_cap = evidence_cap
         # Scripts run by EVALSHA and are loaded again by themselves after a Redis restart emptied its cache.
-        self._enqueue = redis.register_script(_ENQUEUE)
-        self._save_job = redis.register_script(_SAVE_JOB)
-        self._finish_job = redis.register_script(_FINISH_JOB)
-        self._due = redis.register_script(_DUE)
-        self._record_publish = redis.register_script(_RECORD_PUBLISH)
+        self._enqueue = redis.register_script(ENQUEUE)
+        self._save_job = redis.register_script(SAVE_JOB)
+        self._finish_job = redis.register_script(FINISH_JOB)
+        self._due = redis.register_script(DUE)
+        self._record_publish = redis.register_script(RECORD_PUBLISH)
 
     # -- customer requests and peer messages
 
