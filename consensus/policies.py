@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consensus.nip90 import AMOUNT_TAG, DvmResult, Tags, check_tags, dumps_compact, loads_bounded
+from consensus.jsontext import dumps_compact, loads_bounded
+from consensus.nip90 import AMOUNT_TAG, DvmResult, Tags, check_tags
 
 MAX_PAYLOAD_BYTES = 65536
 _CONTENT_JSON_DEPTH = 64  # deeper DVM output is refused rather than risking the parser's recursion

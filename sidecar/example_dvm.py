@@ -25,11 +25,11 @@ from typing import Any
 
 from nostr_sdk import Event, Keys, PublicKey, UnsignedEvent
 
+from consensus.jsontext import dumps_compact
 from consensus.nip90 import (
     FEEDBACK_KIND,
     JobRequest,
     NostrEvent,
-    dumps_compact,
     is_request_kind,
     parse_job_request,
     result_kind,

@@ -39,7 +39,8 @@ from typing import Any
 import aiohttp
 from coincurve import PublicKeyXOnly
 
-from consensus.nip90 import MAX_EVENT_BYTES, NostrEvent, dumps_compact, loads_bounded
+from consensus.jsontext import dumps_compact, loads_bounded
+from consensus.nip90 import MAX_EVENT_BYTES, NostrEvent
 
 log = logging.getLogger(__name__)
 

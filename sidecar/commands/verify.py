@@ -22,6 +22,7 @@ from nostr_sdk import Event, NostrSdkError
 
 from consensus.frost import SECP256K1_TR
 from consensus.frost import verify as frost_verify
+from consensus.jsontext import dumps_compact, loads_bounded
 from consensus.nip90 import (
     FEEDBACK_KIND,
     FEEDBACK_STATUSES,
@@ -30,8 +31,6 @@ from consensus.nip90 import (
     RESULT_KINDS,
     NostrEvent,
     UnsignedEvent,
-    dumps_compact,
-    loads_bounded,
     parse_job_request,
 )
 from sidecar.commands import guarded

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from coincurve import PublicKeyXOnly
 from nostr_sdk import Keys, Nip44Version, NostrSdkError, PublicKey, nip44_decrypt, nip44_encrypt
 
-from consensus.nip90 import MAX_EVENT_BYTES, dumps_compact, loads_bounded
+from consensus.jsontext import dumps_compact, loads_bounded
+from consensus.nip90 import MAX_EVENT_BYTES
 from sidecar.peers.base import Envelope, PeerDirectory, RejectionReason
 from sidecar.peers.parts import PART_BYTES, Part, PartMismatch, Reassembly, max_parts, split_text
 from sidecar.peers.replay import ReplayCache

@@ -29,8 +29,9 @@ from nostr_sdk import Keys
 from consensus import frost
 from consensus.effects import LocalResult, RequestSeen
 from consensus.federation import Federation
+from consensus.jsontext import dumps_compact
 from consensus.messages import Announce, Done, GiveUp, Share, SignRequest, Target, encode
-from consensus.nip90 import DvmResult, UnsignedEvent, dumps_compact, parse_job_request
+from consensus.nip90 import DvmResult, UnsignedEvent, parse_job_request
 from consensus.policies import ResultPayload
 from consensus.quorum import Member, step
 from sidecar.keyfiles import encode_identity, encode_keyset, encode_share

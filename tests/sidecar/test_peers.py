@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 from nostr_sdk import Event, Keys, LocalRelayBuilder, Nip44Version, RateLimit, nip44_decrypt, nip44_encrypt
 
-from consensus.nip90 import MAX_EVENT_BYTES, UnsignedEvent, dumps_compact
+from consensus.jsontext import dumps_compact
+from consensus.nip90 import MAX_EVENT_BYTES, UnsignedEvent
 from sidecar.metrics import PEER_REJECT_REASONS
 from sidecar.peers import (
     PEER_MESSAGE_KIND,
