@@ -104,9 +104,8 @@ class PrometheusServer:
 
     async def api(self, path: str, **params: str) -> Any:
         """GET an API path; returns ``data``, or raises PrometheusError with Prometheus' own error text."""
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{self.url}{path}", params=params) as response:
-                body = await response.json()
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}{path}", params=params) as response:
+            body = await response.json()
         if body.get("status") != "success":
             raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]

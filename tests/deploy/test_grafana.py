@@ -53,7 +53,7 @@ def test_panels_are_well_formed() -> None:
     assert len(ids) == len(set(ids))
     for panel in all_panels:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] == "row":
             continue
         assert panel["targets"], panel["title"]

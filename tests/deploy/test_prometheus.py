@@ -89,10 +89,9 @@ def test_dashboard_and_alerts_name_only_metrics_that_exist() -> None:
 async def test_promtool_check_metrics_on_a_real_scrape() -> None:
     server = await serve(exercised_metrics(time.time()))
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.url}/metrics") as response:
-                assert response.status == 200
-                body = await response.read()
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics") as response:
+            assert response.status == 200
+            body = await response.read()
     finally:
         await server.stop()
     assert b"dvm_sidecar_phase_duration_seconds_bucket" in body

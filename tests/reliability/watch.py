@@ -264,9 +264,8 @@ async def readiness(fed: ProcessFederation, member: int) -> dict[str, Any]:
     """The member's /readyz body ({"ready": ..., "checks": {...}}); {"ready": False} if it does not answer."""
     url = f"http://127.0.0.1:{fed.members[member].http_port}/readyz"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            async with session.get(url) as response:
-                return dict(await response.json())
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, session.get(url) as response:
+            return dict(await response.json())
     except (aiohttp.ClientError, TimeoutError):
         return {"ready": False, "checks": {}}
 
@@ -274,9 +273,8 @@ async def readiness(fed: ProcessFederation, member: int) -> dict[str, Any]:
 async def metrics(fed: ProcessFederation, member: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The member's /metrics samples by (name, sorted labels)."""
     url = f"http://127.0.0.1:{fed.members[member].http_port}/metrics"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async with session.get(url) as response:
-            text = await response.text()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as response:
+        text = await response.text()
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -225,9 +225,8 @@ async def test_start_http_binds_loopback_by_default(source: LiveStatus) -> None:
     server = await start_http(make_app(source.metrics, source), port=0)
     try:
         assert server.host == DEFAULT_HOST == "127.0.0.1" and server.port > 0
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.url}/healthz") as response:
-                assert response.status == 200
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/healthz") as response:
+            assert response.status == 200
     finally:
         await server.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
