@@ -5,6 +5,13 @@ the queue of accepted messages is bounded and applies back-pressure to the reade
 checked in memory and, when a Redis client is given, also with ``SET NX`` under the store's key (which survives
 a restart of this process for two replay windows). Redis being down never stops delivery: the in-memory record
 still holds.
+
+The Redis record is what a restarted process knows of the messages it took before: it must be asked (a round
+trip on every message's way) only until the in-memory record covers every id that could still be replayed,
+that is once this process has run two replay windows without its cache dropping an id early (a message is
+stale one window after its date). From then on ids are still written to Redis, in the background and in
+batches, for the next restart. One written in the last milliseconds before a crash may be lost: a replay of it
+reaches the quorum core, which takes a message twice as it takes it once.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ class Inbox:
         self._queue: asyncio.Queue[Envelope | _Closed] = asyncio.Queue(QUEUE_SIZE)
         self._closed = False
         self._redis_down = False
+        self._started = codec.clock()
+        self._to_mark: list[str] = []
+        self._marker: asyncio.Task[None] | None = None
 
     def reject(self, reason: str, detail: str) -> None:
         log.debug("peer message dropped (%s): %s", reason, detail)
@@ -92,9 +102,20 @@ class Inbox:
                 if not self._closed:
                     await self._queue.put(envelope)
 
+    def _memory_suffices(self) -> bool:
+        now, cover = self.codec.clock(), 2 * self.codec.window
+        early = self.codec.seen.forgot_early_at
+        return now - self._started > cover and (early is None or now - early > cover)
+
     async def _first_sight(self, checked: list[Checked]) -> list[Checked]:
-        """Those not already marked seen in Redis (one round trip for the batch); all of them if Redis is down."""
+        """Those not already marked seen in Redis (one round trip for the batch); all of them if Redis is down,
+        or once the in-memory record suffices (then they are marked in the background)."""
         assert self._redis is not None
+        if self._memory_suffices():
+            self._to_mark += [item.message_id for item in checked]
+            if self._marker is None:
+                self._marker = asyncio.create_task(self._mark(), name="peer replay marks")
+            return checked
         ttl_ms = int(2 * self.codec.window * 1000)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -117,6 +138,20 @@ class Inbox:
                 self.reject("replay", "message id already marked seen in Redis")
         return fresh
 
+    async def _mark(self) -> None:
+        assert self._redis is not None
+        ttl_ms = int(2 * self.codec.window * 1000)
+        try:
+            while self._to_mark:
+                ids, self._to_mark = self._to_mark, []
+                with contextlib.suppress(*REDIS_ERRORS):  # the in-memory record holds; only a restart misses these
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for message_id in ids:
+                            pipe.set(self._seen_key(message_id), b"1", nx=True, px=ttl_ms)
+                        await pipe.execute()
+        finally:
+            self._marker = None
+
     def messages(self) -> AsyncIterator[Envelope]:
         return _Messages(self._queue)
 
@@ -124,6 +159,8 @@ class Inbox:
         if self._closed:
             return
         self._closed = True
+        if self._marker is not None:
+            self._marker.cancel()
         if self._queue.full():
             self._queue.get_nowait()  # one undelivered message is lost at shutdown; the end mark must fit
         self._queue.put_nowait(_CLOSED)

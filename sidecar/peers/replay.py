@@ -20,6 +20,7 @@ class ReplayCache:
         # message id -> when it may be forgotten, in arrival order (OrderedDict: O(1) at the front, where a
         # plain dict would rescan the holes its deletions leave)
         self._expiry: OrderedDict[bytes, float] = OrderedDict()
+        self.forgot_early_at: float | None = None  # when an id was last dropped before its time (the cache full)
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -31,7 +32,10 @@ class ReplayCache:
         """Remember ``message_id`` until ``forget_after`` (seconds since the epoch); ``now`` drives expiry."""
         expiry = self._expiry
         while expiry:
-            if next(iter(expiry.values())) >= now and len(expiry) < self.capacity:
+            oldest = next(iter(expiry.values()))
+            if oldest >= now and len(expiry) < self.capacity:
                 break
+            if oldest >= now:
+                self.forgot_early_at = now
             expiry.popitem(last=False)
         expiry[message_id] = forget_after

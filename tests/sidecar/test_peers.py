@@ -31,6 +31,7 @@ from sidecar.peers import (
     make_transport,
 )
 from sidecar.peers.envelope import EVENT_OVERHEAD, EnvelopeCodec, Rejected
+from sidecar.peers.inbox import Inbox
 from sidecar.peers.parts import PART_BYTES, PENDING_PER_SENDER, Part, PartMismatch, Reassembly, split_text
 from sidecar.peers.redis_transport import INBOX_MAXLEN, default_inbox_key
 from sidecar.peers.replay import ReplayCache
@@ -523,3 +524,46 @@ def test_the_bindings_fix_hands_nostr_sdk_the_same_bytes(keys: dict[int, Keys], 
     assert event.verify() and event.content() == text  # nostr-sdk hashed exactly the bytes Python sent
     if 0 < size <= 65_000:
         assert nip44_decrypt(keys[2].secret_key(), keys[1].public_key(), encrypt(keys[1], keys[2], text)) == text
+
+
+async def test_redis_is_asked_until_the_in_memory_record_covers_every_replay(
+    keys: dict[int, Keys], redis_client: aioredis.Redis
+) -> None:
+    """Cold (less than two replay windows up) the inbox waits for Redis's verdict; warm it trusts its memory and
+    marks ids in Redis in the background, so the next restart still catches replays; a cache that had to drop
+    an id early makes it ask Redis again."""
+    now = [1_000_000.0]
+    window = 10.0
+
+    def inbox() -> tuple[Inbox, list[str]]:
+        rejected: list[str] = []
+        codec = codec_for(keys, 2, replay_window=window, clock=lambda: now[0])
+        return Inbox(codec, rejections=rejected.append, redis=redis_client), rejected
+
+    sender = codec_for(keys, 1, replay_window=window, clock=lambda: now[0])
+    first, rejected = inbox()
+    (cold,) = seal(sender, 2, b'{"n":1}')
+    await first.receive([cold])
+    assert await redis_client.dbsize() == 1  # marked before delivery
+
+    now[0] += 2 * window + 1
+    (warm,) = seal(sender, 2, b'{"n":2}')
+    await first.receive([warm])
+    await first.receive([warm])
+    assert rejected == ["replay"]  # from memory, no round trip
+    for _ in range(100):
+        if await redis_client.dbsize() == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis_client.dbsize() == 2  # marked in the background
+
+    restarted, rejected_after = inbox()  # a new process: cold again, so Redis is asked
+    await restarted.receive([warm])
+    assert rejected_after == ["replay"]
+
+    first.codec.seen.add(b"x" * 32, forget_after=now[0] + window, now=now[0])
+    first.codec.seen.capacity = 1
+    first.codec.seen.add(b"y" * 32, forget_after=now[0] + window, now=now[0])  # drops x early
+    assert first.codec.seen.forgot_early_at == now[0] and not first._memory_suffices()
+    first.close()
+    restarted.close()
