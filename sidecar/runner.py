@@ -32,6 +32,7 @@ from consensus.effects import (
     Input,
     PeerMessage,
     Publish,
+    RequestSeen,
     RunDvm,
     Send,
     SetTimer,
@@ -127,9 +128,15 @@ class JobRunner:
                 await self._feed_finished(job_id, event)
             return
         async with self._lock(job_id):
+            if job_id in self._finished:  # it finished while this input waited for the lock
+                if not isinstance(event, TimerFired):
+                    await self._feed_finished(job_id, event)
+                return
             state = self._states.get(job_id)
             if state is None:
-                state = await self._load(job_id)
+                # A request comes once (the intake's claim) and every unfinished job is in memory (resume_all):
+                # only another input can find a state in Redis that is not here, a job finished and forgotten.
+                state = None if isinstance(event, RequestSeen) else await self._load(job_id)
                 if state is not None and state.phase is Phase.DONE:
                     # It finished while this input waited for the lock (or before a restart): saving a step
                     # from here would be refused by the store, and only evidence can come of it anyway.
