@@ -258,7 +258,12 @@ class JobRunner:
             self.metrics.observe_phase("signing", new.finished_at - new.agreed_at)
 
     async def _execute(self, job_id: str, effects: list[Effect]) -> None:
-        for effect in effects:
+        # What is done at once (timers, waking the publisher, counting) goes first: a message waits for its
+        # relay's answer, and a co-signed result need not wait for the DONE sent beside it. Messages keep their
+        # order.
+        instant = (SetTimer, Publish, Finished)
+        ordered = [e for e in effects if isinstance(e, instant)] + [e for e in effects if not isinstance(e, instant)]
+        for effect in ordered:
             try:
                 await self._carry_out(job_id, effect)
             except redis.RedisError:
