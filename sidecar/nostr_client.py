@@ -140,6 +140,7 @@ class RelayConnection:
         self._task: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._renewals: set[asyncio.Task[None]] = set()
+        self._renewing: set[str] = set()  # subscriptions a CLOSED made us place again, not yet placed
 
     @property
     def connected(self) -> bool:
@@ -206,6 +207,8 @@ class RelayConnection:
                     await self._read(ws)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.debug("relay %s unreachable: %s", self.url, exc)
+            except Exception:  # whatever it was, this relay is tried again: the loop must not end
+                log.exception("relay %s: connection failed", self.url)
             finally:
                 self._ws = None
                 self._up.clear()
@@ -256,6 +259,9 @@ class RelayConnection:
                 note = message[3] if len(message) > 3 and isinstance(message[3], str) else ""
                 future.set_result(Published(message[2] is True or note.startswith("duplicate:"), note))
         elif verb == "CLOSED" and len(message) >= 2 and message[1] in self._subscriptions:
+            if message[1] in self._renewing:
+                return  # already to be placed again: a relay repeating CLOSED costs one task, not one each
+            self._renewing.add(message[1])
             log.info("relay %s closed subscription %s: %.200s; placing it again in %g s",
                      self.url, message[1], message[2] if len(message) > 2 else "", self._retry)
             self._spawn(self._renew(ws, message[1]))
@@ -275,9 +281,12 @@ class RelayConnection:
                 log.exception("relay %s: handling %d events failed", self.url, len(batch))
 
     async def _renew(self, ws: aiohttp.ClientWebSocketResponse, subscription: str) -> None:
-        await asyncio.sleep(self._retry)
-        if self._ws is ws:
-            await self._request(ws, subscription)
+        try:
+            await asyncio.sleep(self._retry)
+            if self._ws is ws:
+                await self._request(ws, subscription)
+        finally:
+            self._renewing.discard(subscription)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

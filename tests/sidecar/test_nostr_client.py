@@ -204,17 +204,24 @@ async def test_junk_and_oversize_are_counted_without_dropping_the_connection() -
             await pool.stop()
 
 
-async def test_a_closed_subscription_is_placed_again() -> None:
-    hostile = HostileRelay([json.dumps(["CLOSED", "SUB", "error: shutting down idle subscription"])])
+async def test_a_closed_subscription_is_placed_again_once_per_close_however_often_it_is_said() -> None:
+    hostile = HostileRelay([json.dumps(["CLOSED", "SUB", "error: shutting down idle subscription"])] * 50)
     async with hostile as url:
         pool = RelayPool([url], Sink(), retry=0.1)
         pool.subscribe("inbox", lambda: [{"kinds": [KIND]}])
+
+        def requests() -> int:
+            return sum(1 for m in hostile.received if m[0] == "REQ")
+
         try:
             await pool.start()
             async with asyncio.timeout(5):
-                while sum(1 for m in hostile.received if m[0] == "REQ") < 3:
+                while requests() < 3:
                     await asyncio.sleep(0.05)
-            assert hostile.connections == 1
+            placed = requests()
+            await asyncio.sleep(0.25)  # about two more rounds at retry 0.1 s; 50 renewals each would show
+            assert requests() - placed <= 4
+            assert hostile.connections == 1 and len(pool.relays[0]._renewals) <= 1
         finally:
             await pool.stop()
 
