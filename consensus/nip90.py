@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from consensus.jsontext import dumps_compact, loads_bounded
@@ -118,6 +119,10 @@ class UnsignedEvent:
         return _serialize_for_id(self.pubkey, self.created_at, self.kind, self.tags, self.content)
 
     def event_id(self) -> bytes:
+        return self._id
+
+    @cached_property
+    def _id(self) -> bytes:  # an event is immutable: its id is computed once, however often it is asked for
         return hashlib.sha256(self.serialize()).digest()
 
     def with_signature(self, sig: bytes) -> NostrEvent:
@@ -186,6 +191,10 @@ class NostrEvent:
 
     def to_json(self) -> str:
         """Compact JSON in nostr-sdk's field order."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:  # written into every saved job state: computed once per event
         return dumps_compact(self.to_dict())
 
     def unsigned(self) -> UnsignedEvent:

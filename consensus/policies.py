@@ -22,6 +22,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from consensus.jsontext import dumps_compact, loads_bounded
@@ -52,6 +53,10 @@ class ResultPayload:
 
     def to_json(self) -> str:
         """Canonical: keys in the order content, tags; compact; non-ASCII as UTF-8."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:  # checked, hashed and stored with every job state: computed once
         return dumps_compact({"content": self.content, "tags": [list(tag) for tag in self.tags]})
 
     @classmethod
