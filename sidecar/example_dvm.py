@@ -35,6 +35,7 @@ from consensus.nip90 import (
     result_kind,
 )
 from sidecar.nostr_client import Received, RelayPool, event_id_of, signature_valid
+from sidecar.peers import ffi
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class ExampleDvm:
             raise ValueError(f"kinds must be NIP-90 request kinds (5000-5999), got {list(kinds)}")
         if not 0.0 <= delay <= MAX_DELAY:
             raise ValueError(f"delay must be between 0 and {MAX_DELAY:g} seconds")
+        ffi.install()  # nostr-sdk takes each event's fields as one JSON string: copy it at C speed
         self._keys = keys
         self._pubkey = str(keys.public_key().to_hex())
         self._relay_url = relay_url
