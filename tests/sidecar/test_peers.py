@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import json
 import time
 import tracemalloc
@@ -27,14 +26,10 @@ from sidecar.peers import (
     Envelope,
     PeerDirectory,
     PeerTransport,
-    ffi,
     make_transport,
 )
 from sidecar.peers.envelope import EVENT_OVERHEAD, EnvelopeCodec, Rejected
-from sidecar.peers.inbox import Inbox
-from sidecar.peers.parts import PART_BYTES, PENDING_PER_SENDER, Part, PartMismatch, Reassembly, split_text
 from sidecar.peers.redis_transport import INBOX_MAXLEN, default_inbox_key
-from sidecar.peers.replay import ReplayCache
 from sidecar.redis_server import RedisServer
 from sidecar.relay import EmbeddedRelay, connect_client, free_port
 
@@ -481,89 +476,3 @@ async def test_a_redis_restart_does_not_end_delivery(keys: dict[int, Keys], tmp_
         await stop(members)
         await client.aclose()
         server.stop()
-
-
-# -- the bounded parts
-
-
-def test_the_replay_cache_stays_within_its_capacity_and_forgets_expired_ids() -> None:
-    cache = ReplayCache(capacity=100)
-    for n in range(1000):
-        cache.add(n.to_bytes(32, "big"), forget_after=10_000.0, now=0.0)
-    assert len(cache) == 100 and (999).to_bytes(32, "big") in cache and (0).to_bytes(32, "big") not in cache
-    cache.add(b"late", forget_after=20_000.0, now=15_000.0)  # everything before has expired
-    assert len(cache) == 1 and b"late" in cache
-
-
-def test_reassembly_checks_the_digest_and_bounds_what_it_keeps() -> None:
-    parts = Reassembly(window=60.0)
-    digest = hashlib.sha256(b"abcd").hexdigest()
-    assert parts.add(1, Part(1, 2, digest), b"ab", message_id="m1", created_at=5, now=0.0) is None
-    assert parts.add(1, Part(2, 2, digest), b"cd", message_id="m2", created_at=6, now=0.0) == (b"abcd", "m1", 5)
-    parts.add(1, Part(1, 2, digest), b"ab", message_id="m1", created_at=5, now=0.0)
-    with pytest.raises(PartMismatch):
-        parts.add(1, Part(2, 2, digest), b"XX", message_id="m2", created_at=5, now=0.0)
-    for n in range(50):
-        parts.add(2, Part(1, 3, f"{n:064x}"), b"x", message_id=str(n), created_at=0, now=0.0)
-    assert parts.pending() == PENDING_PER_SENDER
-    parts.add(3, Part(1, 2, "ee" * 32), b"x", message_id="late", created_at=0, now=1000.0)
-    assert parts.pending() == 1  # the rest waited longer than the window
-
-
-@pytest.mark.parametrize("text", ["a" * 40961, "é" * 20481, "€" * 13654, "😀" * 10241 + "x"])
-def test_split_text_cuts_only_between_characters(text: str) -> None:
-    pieces = split_text(text.encode())
-    assert "".join(pieces) == text and all(len(p.encode()) <= PART_BYTES for p in pieces) and len(pieces) == 2
-
-
-@pytest.mark.parametrize("size", [0, 1, 300, 4095, 65_000, 200_000])
-def test_the_bindings_fix_hands_nostr_sdk_the_same_bytes(keys: dict[int, Keys], size: int) -> None:
-    assert ffi.install() and ffi.install()  # idempotent
-    text = ("aé€😀\n\"\\" * (size // 16 + 1))[:size]
-    event = Event.from_json(forge(keys[1], keys[2].public_key().to_hex(), text))
-    assert event.verify() and event.content() == text  # nostr-sdk hashed exactly the bytes Python sent
-    if 0 < size <= 65_000:
-        assert nip44_decrypt(keys[2].secret_key(), keys[1].public_key(), encrypt(keys[1], keys[2], text)) == text
-
-
-async def test_redis_is_asked_until_the_in_memory_record_covers_every_replay(
-    keys: dict[int, Keys], redis_client: aioredis.Redis
-) -> None:
-    """Cold (less than two replay windows up) the inbox waits for Redis's verdict; warm it trusts its memory and
-    marks ids in Redis in the background, so the next restart still catches replays; a cache that had to drop
-    an id early makes it ask Redis again."""
-    now = [1_000_000.0]
-    window = 10.0
-
-    def inbox() -> tuple[Inbox, list[str]]:
-        rejected: list[str] = []
-        codec = codec_for(keys, 2, replay_window=window, clock=lambda: now[0])
-        return Inbox(codec, rejections=rejected.append, redis=redis_client), rejected
-
-    sender = codec_for(keys, 1, replay_window=window, clock=lambda: now[0])
-    first, rejected = inbox()
-    (cold,) = seal(sender, 2, b'{"n":1}')
-    await first.receive([cold])
-    assert await redis_client.dbsize() == 1  # marked before delivery
-
-    now[0] += 2 * window + 1
-    (warm,) = seal(sender, 2, b'{"n":2}')
-    await first.receive([warm])
-    await first.receive([warm])
-    assert rejected == ["replay"]  # from memory, no round trip
-    for _ in range(100):
-        if await redis_client.dbsize() == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert await redis_client.dbsize() == 2  # marked in the background
-
-    restarted, rejected_after = inbox()  # a new process: cold again, so Redis is asked
-    await restarted.receive([warm])
-    assert rejected_after == ["replay"]
-
-    first.codec.seen.add(b"x" * 32, forget_after=now[0] + window, now=now[0])
-    first.codec.seen.capacity = 1
-    first.codec.seen.add(b"y" * 32, forget_after=now[0] + window, now=now[0])  # drops x early
-    assert first.codec.seen.forgot_early_at == now[0] and not first._memory_suffices()
-    first.close()
-    restarted.close()
