@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import Metric
 Outcome = Literal["cosigned", "no_quorum", "dvm_error", "timeout"]
 Phase = Literal["dvm", "agreement", "signing", "publishing"]
 RequestRejectReason = Literal[
-    "malformed", "oversize", "encrypted", "duplicate", "wrong_kind", "stale", "unaddressed"
+    "malformed", "oversize", "encrypted", "duplicate", "wrong_kind", "stale", "unaddressed", "overflow"
 ]
 PeerMessageType = Literal["announce", "give_up", "sign_request", "share", "done"]
 PeerRejectReason = Literal[

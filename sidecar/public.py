@@ -93,8 +93,14 @@ class PublicSide:
     # --- intake ---
 
     def _refused(self, reason: str) -> None:
-        """A relay message refused before it was read as an event (too big, not JSON, the buffer full)."""
-        self.metrics.request_rejected("oversize" if reason == "oversize" else "malformed")
+        """A relay message refused before it was read as an event: too big, not a relay message, or arriving
+        while the intake's buffer is full (``overflow``)."""
+        if reason == "oversize":
+            self.metrics.request_rejected("oversize")
+        elif reason == "overflow":
+            self.metrics.request_rejected("overflow")
+        else:
+            self.metrics.request_rejected("malformed")
 
     async def _intake(self, batch: list[Received]) -> None:
         for data, size in batch:

@@ -14,6 +14,7 @@ from aiohttp import web
 from nostr_sdk import EventBuilder, Keys, Kind, Tag
 
 from consensus.nip90 import NostrEvent
+from sidecar import nostr_client
 from sidecar.nostr_client import Published, Received, RelayPool, event_id_of, signature_valid
 from sidecar.relay import EmbeddedRelay, free_port
 
@@ -277,3 +278,34 @@ def test_event_id_of_reads_the_id_with_or_without_parsing() -> None:
     assert event_id_of(reordered) == event["id"]
     with pytest.raises(ValueError):
         event_id_of('{"content":"no id"}')
+
+
+async def test_events_past_the_buffer_of_a_stalled_consumer_are_counted_as_overflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reader never waits for the consumer: what does not fit the buffer is dropped and counted, and the
+    connection (and its OKs) keeps being read."""
+    monkeypatch.setattr(nostr_client, "EVENT_BUFFER", 5)
+    events = [note(Keys.generate(), f"e{n}", Keys.generate()) for n in range(20)]
+    hostile = HostileRelay([json.dumps(["EVENT", "SUB", e]) for e in events])
+    hostile.answer_ok = True
+    release = asyncio.Event()
+
+    async def stalled(batch: list[Received]) -> None:
+        await release.wait()
+
+    async with hostile as url:
+        rejected: list[str] = []
+        pool = RelayPool([url], stalled, on_rejected=rejected.append)
+        pool.subscribe("inbox", lambda: [{"kinds": [KIND]}])
+        try:
+            await pool.start()
+            async with asyncio.timeout(5):
+                while len(rejected) < 20 - 5 - 1:  # the buffer, and one batch already handed over
+                    await asyncio.sleep(0.02)
+            assert set(rejected) == {"overflow"}
+            answer = await pool.publish(events[0], events[0]["id"])
+            assert answer[url].accepted  # OKs are still read while the consumer is stuck
+        finally:
+            release.set()
+            await pool.stop()
