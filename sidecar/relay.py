@@ -30,7 +30,6 @@ from nostr_sdk import (
     RateLimit,
     RelayStatus,
     RelayUrl,
-    SendEventOutput,
 )
 
 from consensus.nip90 import MAX_EVENT_BYTES, NostrEvent, UnsignedEvent
@@ -225,8 +224,3 @@ def sign_with_keys(unsigned: UnsignedEvent, keys: Keys) -> NostrEvent:
     if keys.public_key().to_hex() != unsigned.pubkey:
         raise ValueError("the event's pubkey is not this key's")
     return unsigned.with_signature(bytes.fromhex(keys.sign_schnorr(unsigned.event_id())))
-
-
-async def publish(client: Client, event: NostrEvent | Event) -> SendEventOutput:
-    """Send and wait for the relays' OK; the output's ``success`` and ``failed`` say which relays took it."""
-    return await client.send_event(event if isinstance(event, Event) else to_sdk_event(event))
