@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import nostr_sdk
+from hypothesis import HealthCheck, settings
 
 from consensus.frost import (
     Ciphersuite,
@@ -21,6 +22,9 @@ from consensus.frost import (
     trusted_dealer_keygen,
     vss_verify,
 )
+
+# Hypothesis settings for the FROST property tests: few examples (each is a whole signing), no deadline.
+EXAMPLES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:

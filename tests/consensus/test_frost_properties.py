@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from consensus.frost import (
@@ -30,6 +30,7 @@ from consensus.frost import (
 from consensus.frost.context import group_commitment, prepare
 from consensus.frost.group import N, encode, scalar_bytes
 from tests.consensus.frost_support import (
+    EXAMPLES,
     Group,
     event_id,
     new_group,
@@ -40,8 +41,6 @@ from tests.consensus.frost_support import (
     sign_all,
     unsigned_event,
 )
-
-EXAMPLES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from consensus.frost import (
@@ -27,9 +27,8 @@ from consensus.frost import (
     verify_signature_share,
 )
 from consensus.frost.group import N, lagrange_coefficient, lagrange_coefficients
-from tests.consensus.frost_support import Group, Round, new_group, round_one, round_two
+from tests.consensus.frost_support import EXAMPLES, Group, Round, new_group, round_one, round_two
 
-EXAMPLES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SUITES = [SECP256K1, SECP256K1_TR]
 G = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
 
