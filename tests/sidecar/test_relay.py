@@ -13,7 +13,6 @@ from sidecar.relay import (
     connect_client,
     free_port,
     from_sdk_event,
-    publish,
     sign_with_keys,
     to_sdk_event,
     verify,
@@ -32,7 +31,7 @@ async def test_burst_is_not_rate_limited_and_reaches_a_second_client() -> None:
         sent = set()
         for index in range(BURST):
             event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1, 5050, (), str(index)), keys)
-            output = await publish(sender, event)
+            output = await sender.send_event(to_sdk_event(event))
             assert output.success and not output.failed, output.failed
             sent.add(event.id)
         received = set()
