@@ -48,6 +48,8 @@ FRAME_CAP = 16 << 20  # bytes in one websocket frame before aiohttp drops the co
 RETRY = 5.0  # seconds between attempts to reach a relay, and before placing a CLOSED subscription again
 PUBLISH_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 15.0
+# A relay that does not answer our close frame must not hold a stop for aiohttp's default 10 s.
+_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0)
 SEEN_IDS = 20_000  # event ids remembered to pass each event on once when several relays carry it
 EVENT_BUFFER = 4096  # events received and not yet handed over, per relay
 BATCH = 256  # events handed over at once, at most
@@ -198,7 +200,9 @@ class RelayConnection:
     async def _run(self) -> None:
         while True:
             try:
-                async with self._session.ws_connect(self.url, max_msg_size=FRAME_CAP, heartbeat=30.0) as ws:
+                async with self._session.ws_connect(
+                    self.url, max_msg_size=FRAME_CAP, heartbeat=30.0, timeout=_WS_TIMEOUT
+                ) as ws:
                     self._ws = ws
                     self._up.set()
                     log.debug("connected to %s", self.url)
@@ -333,10 +337,12 @@ class RelayPool:
         return sum(answered)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(relay.stop() for relay in self.relays))
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        try:
+            await asyncio.gather(*(relay.stop() for relay in self.relays))
+        finally:  # also when the stop itself is cancelled: no connection or session outlives the pool
+            if session is not None:
+                await session.close()
 
     def connected(self) -> int:
         return sum(relay.connected for relay in self.relays)

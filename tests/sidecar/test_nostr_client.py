@@ -152,12 +152,16 @@ class HostileRelay:
         self.received: list[Any] = []
         self.connections = 0
         self.answer_ok = False
+        self.deaf = asyncio.Event()  # set: stop reading (a close frame then goes unanswered) until ``hear``
+        self.hear = asyncio.Event()
 
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self.connections += 1
         async for frame in ws:
+            if self.deaf.is_set():
+                await self.hear.wait()
             message = json.loads(frame.data)
             self.received.append(message)
             if message[0] == "REQ":
@@ -309,3 +313,23 @@ async def test_events_past_the_buffer_of_a_stalled_consumer_are_counted_as_overf
         finally:
             release.set()
             await pool.stop()
+
+
+async def test_a_relay_that_never_answers_the_close_does_not_hold_the_stop() -> None:
+    """Stopping sends a close frame; a relay that never answers it costs a short wait (not aiohttp's 10 s,
+    longer than the sidecar gives a part to stop) and the session is closed all the same."""
+    hostile = HostileRelay([])
+    async with hostile as url:
+        pool = RelayPool([url], Sink())
+        pool.subscribe("inbox", lambda: [{"kinds": [KIND]}])
+        await pool.start()
+        session = pool._session
+        assert session is not None
+        hostile.deaf.set()
+        await pool.relays[0]._ws.send_str("[]")  # type: ignore[union-attr]  # the relay stops reading here
+        try:
+            async with asyncio.timeout(5):
+                await pool.stop()
+        finally:
+            hostile.hear.set()
+        assert session.closed
