@@ -11,7 +11,6 @@ tries ended with at least one relay holding it), and the relays that accepted it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -23,12 +22,13 @@ import redis
 from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
 from sidecar.metrics import Metrics, PublishResult
 from sidecar.nostr_client import Received, RelayPool, signature_valid
-from sidecar.store import RedisWait, Store
+from sidecar.store import RedisWait, Store, cancelling
 
 log = logging.getLogger("dvm_sidecar.public")
 
 MAX_REQUEST_AGE = 900.0  # seconds, by default; older requests are stale (clients stop listening long before)
 MAX_CLOCK_SKEW = 300.0  # seconds a request may be dated in the future
+POLL_EVERY = 1.0  # seconds between looks at the outbox when nothing wakes the publisher
 GIVE_UP_ATTEMPTS = 10  # after this many rounds an event some relay holds leaves the outbox
 SUBSCRIPTION = "dvm-requests"
 _WRAPPER = len(f'["EVENT","{SUBSCRIPTION}",]')  # what a relay message adds around the event
@@ -164,13 +164,18 @@ class PublicSide:
             try:
                 await self._publish_due()
             except redis.RedisError:
+                if cancelling():  # redis-py may report a cancelled command as a connection error
+                    raise asyncio.CancelledError from None
                 self.metrics.redis_error()
                 log.exception("outbox: Redis error")
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that arrives as
-            # the wake is set, and stop() would then wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._wake.wait()
+            # A timer that wakes the loop, not a timeout around the wait: on Python 3.11 both wait_for and
+            # asyncio.timeout can turn a cancellation that meets the deadline into a TimeoutError, and stop()
+            # then waited for this loop forever (seen in the demo).
+            poll = asyncio.get_running_loop().call_later(POLL_EVERY, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                poll.cancel()
             self._wake.clear()
 
     async def _publish_due(self) -> None:

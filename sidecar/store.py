@@ -405,6 +405,12 @@ class Store:
             return False
 
 
+def cancelling() -> bool:
+    """Whether the current task was asked to stop (redis-py can hide that behind a connection error)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class RedisWait:
     """Runs store operations that must not be dropped (a job's state before its effects, a request's claim)
     again and again until Redis answers, waiting a little longer each time (up to ``RETRY_MAX``): a Redis
@@ -424,6 +430,8 @@ class RedisWait:
             try:
                 result = await operation()
             except REDIS_ERRORS as exc:
+                if cancelling():  # redis-py may report a cancelled command as a connection error
+                    raise asyncio.CancelledError from None
                 self._failed()
                 if not self._down:
                     self._down = True

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 from sidecar.redis_server import RedisServer
-from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, Store, StoreKeys
+from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, RedisWait, Store, StoreKeys
 
 RELAY_A = "wss://relay-a.example.org"
 RELAY_B = "wss://relay-b.example.org"
@@ -439,3 +439,18 @@ async def test_a_stopped_server_raises_connection_error(server: RedisServer) -> 
         assert await store.ping() is False
     finally:
         await client.aclose()
+
+
+async def test_redis_wait_does_not_retry_a_command_that_failed_because_its_task_was_cancelled() -> None:
+    """redis-py can report a cancelled command as a connection error; retrying it would swallow the stop."""
+    failures: list[int] = []
+
+    async def cancelled_command() -> None:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]  # a stop arrives while the command runs
+        raise redis.ConnectionError("Connection closed by server.")
+
+    task = asyncio.ensure_future(RedisWait(lambda: failures.append(1), "test")(cancelled_command))
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await task
+    assert failures == []
