@@ -52,6 +52,8 @@ from sidecar.store_scripts import DUE, ENQUEUE, FINISH_JOB, RECORD_PUBLISH, SAVE
 ROOT = "dvm-sidecar"
 MAX_CONNECTIONS = 128  # Redis connections one sidecar opens at most; past that, callers wait for a free one
 CONNECTION_WAIT = 20.0  # seconds a caller waits for a free connection before it gets a ConnectionError
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection to Redis
+PING_TIMEOUT = 2.0  # seconds readiness waits for Redis to answer
 MAX_ID_CHARS = 256  # ids are hex event ids or short names; a longer one is a caller's bug or a hostile input
 MAX_DETAIL_CHARS = 2000  # evidence details may quote peer input: bounded so a flood cannot grow Redis
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -162,8 +164,16 @@ class RecentJob:
 def connect(url: str) -> aioredis.Redis:
     """A client for the Redis at ``url`` that makes callers wait for a free connection when all
     ``MAX_CONNECTIONS`` are busy. redis-py's default pool raises "Too many connections" past 100 instead: a
-    burst of peer messages (each handled in its own task) then lost messages to Redis errors."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT)
+    burst of peer messages (each handled in its own task) then lost messages to Redis errors.
+
+    No socket timeout on commands: redis-py wraps each send in ``asyncio.wait_for`` when one is set, and on
+    Python 3.11 that swallows a cancellation arriving as the send completes, so a task asked to stop went on
+    (a member's stop then waited its full timeout). A Redis that stops answering holds its callers as an outage
+    does; readiness asks with a deadline of its own (``Store.ping``)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT,
+        socket_timeout=None, socket_connect_timeout=CONNECT_TIMEOUT,
+    )
     return aioredis.Redis.from_pool(pool)
 
 
@@ -400,8 +410,9 @@ class Store:
     async def ping(self) -> bool:
         """True if Redis answers; False (no exception) if it cannot be reached or answers with an error."""
         try:
-            return bool(await self.redis.ping())
-        except aioredis.RedisError:
+            async with asyncio.timeout(PING_TIMEOUT):
+                return bool(await self.redis.ping())
+        except (aioredis.RedisError, TimeoutError):
             return False
 
 

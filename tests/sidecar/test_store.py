@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 from sidecar.redis_server import RedisServer
-from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, RedisWait, Store, StoreKeys
+from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, RedisWait, Store, StoreKeys, connect
 
 RELAY_A = "wss://relay-a.example.org"
 RELAY_B = "wss://relay-b.example.org"
@@ -454,3 +454,29 @@ async def test_redis_wait_does_not_retry_a_command_that_failed_because_its_task_
         async with asyncio.timeout(5):
             await task
     assert failures == []
+
+
+async def test_a_task_cancelled_during_a_command_stops(redis_url: str) -> None:
+    """A cancellation that meets a command's end is not lost: the task stops. (With redis-py's socket timeout,
+    its ``asyncio.wait_for`` around each send swallowed most of these on Python 3.11.)"""
+    client = connect(redis_url)
+    store = Store(client, namespace="cancel", member=1)
+
+    async def busy() -> None:
+        for _ in range(50):
+            await store.due(0.0)
+
+    try:
+        went_on = 0
+        for attempt in range(60):
+            task = asyncio.create_task(busy())
+            await asyncio.sleep((attempt % 6) * 0.0002)
+            task.cancel()
+            try:
+                await task
+                went_on += 1
+            except asyncio.CancelledError:
+                pass
+        assert went_on == 0, f"{went_on} of 60 cancelled tasks ran to the end"
+    finally:
+        await client.aclose()
