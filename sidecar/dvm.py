@@ -114,13 +114,17 @@ class DvmAdapter:
         return url
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        client: RelayPool | None = getattr(self, "client", None)
-        if client is not None:
-            await client.stop()
-        await self.relay.stop()
+        try:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:  # also when this stop is cancelled (a slow stop timed out): no connection outlives it
+            client: RelayPool | None = getattr(self, "client", None)
+            try:
+                if client is not None:
+                    await client.stop()
+            finally:
+                await self.relay.stop()
 
     def _answers_filter(self) -> list[dict[str, Any]]:
         kinds = [result_kind(k) for k in self.kinds] + [FEEDBACK_KIND]

@@ -96,9 +96,13 @@ class LocalFederation:
 
     async def start_member(self, member: int, setup: MemberSetup | None = None) -> Sidecar:
         client = connect(self.redis_url)
-        self._clients[member] = client
         sidecar = Sidecar(setup or self.setup(member), client)
-        await sidecar.start()
+        try:
+            await sidecar.start()  # on failure it stops the parts it had started
+        except BaseException:
+            await client.aclose()
+            raise
+        self._clients[member] = client
         self.sidecars[member] = sidecar
         answer_for = self.group_pubkey if self.options.mode == "passthrough" else None
         dvm = ExampleDvm(

@@ -78,10 +78,12 @@ class PublicSide:
         self._tasks += [asyncio.create_task(self._publisher()), asyncio.create_task(self._watch_relays())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.pool.stop()
+        try:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:  # also when this stop is cancelled (a slow stop timed out): no connection outlives it
+            await self.pool.stop()
 
     def wake(self) -> None:
         """A new event is in the outbox: publish now rather than at the next poll."""

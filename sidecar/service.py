@@ -125,12 +125,16 @@ class Sidecar:
         return self.dvm.url
 
     async def start(self) -> None:
-        await self.transport.start()
-        await self.dvm.start()
-        await self.public.start()
-        if self.setup.http_port is not None:
-            app = make_app(self.metrics, self)
-            self.http = await start_http(app, host=self.setup.http_host, port=self.setup.http_port)
+        try:
+            await self.transport.start()
+            await self.dvm.start()
+            await self.public.start()
+            if self.setup.http_port is not None:
+                app = make_app(self.metrics, self)
+                self.http = await start_http(app, host=self.setup.http_host, port=self.setup.http_port)
+        except BaseException:  # a part that did not come up (a port taken, cancelled): stop those that did
+            await self.stop()
+            raise
         resumed = await self.runner.resume_all()
         if resumed:
             log.info("resumed %d jobs in flight", resumed)

@@ -53,11 +53,13 @@ class NostrTransport:
             log.warning("no peer relay reachable yet; retrying in the background")
 
     async def stop(self) -> None:
-        await self._outbox.stop()
-        if self._started:
-            self._started = False
-            await self._pool.stop()
-        self._inbox.close()
+        try:
+            await self._outbox.stop()
+        finally:  # also when this stop is cancelled (a slow stop timed out): no connection outlives it
+            if self._started:
+                self._started = False
+                await self._pool.stop()
+            self._inbox.close()
 
     async def send(self, recipients: Sequence[int], payload: bytes) -> None:
         if not self._started:
