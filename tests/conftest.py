@@ -6,6 +6,8 @@ The server is, in order of preference: a container when a Docker engine answers 
 
 from __future__ import annotations
 
+import gc
+import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -68,3 +70,12 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After an async test, collect garbage, so that anything it left unclosed (a client session, a socket) is
+    reported against that test, not against whichever later test the collector happens to run in."""
+    yield
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        gc.collect()
