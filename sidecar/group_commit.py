@@ -18,7 +18,8 @@ import asyncio
 from collections import deque
 from functools import partial
 
-from sidecar.store import JobWrite, RedisWait, Store
+from sidecar.redis_client import RedisWait
+from sidecar.store import JobWrite, Store
 
 MAX_BATCH = 256  # writes in one pipeline
 

@@ -19,10 +19,10 @@ from nostr_sdk import Keys, PublicKey
 from consensus import frost
 from consensus.federation import Federation, Timeouts
 from sidecar.example_dvm import ExampleDvm
+from sidecar.redis_client import connect
 from sidecar.redis_server import RedisServer
 from sidecar.relay import EmbeddedRelay
 from sidecar.service import MemberSetup, Sidecar
-from sidecar.store import connect
 
 KIND = 5050
 DEMO_TIMEOUTS = Timeouts(dvm=15, deadline=25, coordinator=10, session=3)

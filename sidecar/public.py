@@ -22,7 +22,8 @@ import redis
 from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
 from sidecar.metrics import Metrics, PublishResult
 from sidecar.nostr_client import Received, RelayPool, signature_valid
-from sidecar.store import RedisWait, Store, cancelling
+from sidecar.redis_client import RedisWait, cancelling
+from sidecar.store import Store
 
 log = logging.getLogger("dvm_sidecar.public")
 

@@ -44,7 +44,8 @@ from consensus.nip90 import JobRequest
 from consensus.quorum import Member, resume, step
 from sidecar.group_commit import GroupCommit
 from sidecar.metrics import Metrics
-from sidecar.store import JobWrite, RedisWait, Store
+from sidecar.redis_client import RedisWait
+from sidecar.store import JobWrite, Store
 
 log = logging.getLogger("dvm_sidecar.runner")
 

@@ -15,7 +15,8 @@ Rules this module keeps:
 - Nothing secret is ever stored. A job's state blob is the core's PUBLIC state (phases, digests, commitments,
   events; never a share, an identity key or a secret nonce): a full dump of this Redis may be shown to anyone.
 - Redis errors propagate as ``redis.RedisError`` (the caller counts them); only ``ping()`` answers False
-  instead; what must not be dropped while Redis restarts runs through ``RedisWait``, which retries it.
+  instead; what must not be dropped while Redis restarts runs through ``RedisWait`` (``redis_client.py``),
+  which retries it.
   ``ValueError`` means the caller passed something unusable (an empty or oversized id, a non-positive
   ttl, a save of a finished job).
 
@@ -35,13 +36,11 @@ Layout of one member's keys (prefix ``P``):
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import random
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -50,18 +49,11 @@ from redis.exceptions import NoScriptError
 from sidecar.store_scripts import DUE, ENQUEUE, FINISH_JOB, RECORD_PUBLISH, SAVE_JOB
 
 ROOT = "dvm-sidecar"
-MAX_CONNECTIONS = 128  # Redis connections one sidecar opens at most; past that, callers wait for a free one
-CONNECTION_WAIT = 20.0  # seconds a caller waits for a free connection before it gets a ConnectionError
-CONNECT_TIMEOUT = 5.0  # seconds to open a connection to Redis
 PING_TIMEOUT = 2.0  # seconds readiness waits for Redis to answer
 MAX_ID_CHARS = 256  # ids are hex event ids or short names; a longer one is a caller's bug or a hostile input
 MAX_DETAIL_CHARS = 2000  # evidence details may quote peer input: bounded so a flood cannot grow Redis
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds between attempts while Redis is away: from a blip to a restart
-REDIS_ERRORS = (aioredis.RedisError, OSError)
 
-T = TypeVar("T")
-log = logging.getLogger("dvm_sidecar.store")
 
 
 @dataclass(frozen=True)
@@ -159,22 +151,6 @@ class RecentJob:
     phase: str
     outcome: str
     finished_at: float
-
-
-def connect(url: str) -> aioredis.Redis:
-    """A client for the Redis at ``url`` that makes callers wait for a free connection when all
-    ``MAX_CONNECTIONS`` are busy. redis-py's default pool raises "Too many connections" past 100 instead: a
-    burst of peer messages (each handled in its own task) then lost messages to Redis errors.
-
-    No socket timeout on commands: redis-py wraps each send in ``asyncio.wait_for`` when one is set, and on
-    Python 3.11 that swallows a cancellation arriving as the send completes, so a task asked to stop went on
-    (a member's stop then waited its full timeout). A Redis that stops answering holds its callers as an outage
-    does; readiness asks with a deadline of its own (``Store.ping``)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT,
-        socket_timeout=None, socket_connect_timeout=CONNECT_TIMEOUT,
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 def _check_id(value: str, what: str) -> str:
@@ -414,43 +390,3 @@ class Store:
                 return bool(await self.redis.ping())
         except (aioredis.RedisError, TimeoutError):
             return False
-
-
-def cancelling() -> bool:
-    """Whether the current task was asked to stop (redis-py can hide that behind a connection error)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-class RedisWait:
-    """Runs store operations that must not be dropped (a job's state before its effects, a request's claim)
-    again and again until Redis answers, waiting a little longer each time (up to ``RETRY_MAX``): a Redis
-    restart or outage holds the work up instead of losing it. Each failure is counted through ``failed``;
-    the outage is logged once, and its end once. Cancelling the caller ends the wait. Only Redis and socket
-    errors are retried: a ``ValueError`` is the caller's mistake and raised at once. The operations given must
-    be safe to run twice (a write whose answer was lost may have happened)."""
-
-    def __init__(self, failed: Callable[[], None], what: str) -> None:
-        self._failed = failed
-        self._what = what
-        self._down = False
-
-    async def __call__(self, operation: Callable[[], Awaitable[T]]) -> T:
-        delay = RETRY_FIRST
-        while True:
-            try:
-                result = await operation()
-            except REDIS_ERRORS as exc:
-                if cancelling():  # redis-py may report a cancelled command as a connection error
-                    raise asyncio.CancelledError from None
-                self._failed()
-                if not self._down:
-                    self._down = True
-                    log.warning("%s: Redis unreachable (%s); waiting for it", self._what, exc)
-            else:
-                if self._down:
-                    self._down = False
-                    log.info("%s: Redis reachable again", self._what)
-                return result
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(2 * delay, RETRY_MAX)

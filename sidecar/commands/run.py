@@ -21,9 +21,9 @@ from typing import Any
 from sidecar.config import ConfigError, FederationFile, SidecarConfig, load_config, load_federation
 from sidecar.dvm import CanarySpec
 from sidecar.keyfiles import Keyset, load_identity, load_share, read_passphrase
+from sidecar.redis_client import connect
 from sidecar.redis_server import RedisServer, RedisServerError
 from sidecar.service import MemberSetup, Sidecar
-from sidecar.store import connect
 
 log = logging.getLogger("dvm_sidecar")
 

@@ -26,9 +26,9 @@ import redis.asyncio as aioredis
 
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import Checked, EnvelopeCodec, Rejected
+from sidecar.redis_client import REDIS_ERRORS
 
 QUEUE_SIZE = 1024
-REDIS_ERRORS = (aioredis.RedisError, OSError)
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import redis.asyncio as aioredis
 
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import EnvelopeCodec
-from sidecar.peers.inbox import REDIS_ERRORS, Inbox
+from sidecar.peers.inbox import Inbox
 from sidecar.peers.outbox import Outbox
+from sidecar.redis_client import REDIS_ERRORS
 
 INBOX_MAXLEN = 10_000  # entries kept per inbox: seconds of traffic at full speed, more than a window when idle
 READ_BATCH = 256

@@ -48,10 +48,11 @@ from sidecar.config import load_federation
 from sidecar.example_dvm import honest_answer
 from sidecar.metrics import Metrics
 from sidecar.peers import REJECTION_REASONS
+from sidecar.redis_client import MAX_CONNECTIONS, connect
 from sidecar.redis_server import RedisServer
 from sidecar.relay import EmbeddedRelay, from_sdk_event
 from sidecar.runner import MAX_PENDING_JOBS, JobRunner, Outlets
-from sidecar.store import MAX_CONNECTIONS, Store, connect
+from sidecar.store import Store
 from tests.e2e.customer import Customer, Job, assert_result
 from tests.e2e.processes import ProcessFederation
 from tests.reliability.hostile import EXPECTED_REASON, RELAY_CARRIES

@@ -8,7 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.group_commit import GroupCommit
-from sidecar.store import JobWrite, RedisWait, Store
+from sidecar.redis_client import RedisWait
+from sidecar.store import JobWrite, Store
 
 
 class CountingStore(Store):

@@ -19,9 +19,10 @@ from consensus.jobstate import JobState, Phase
 from consensus.nip90 import UnsignedEvent, parse_job_request
 from consensus.quorum import Member
 from sidecar.metrics import Metrics
+from sidecar.redis_client import RedisWait
 from sidecar.redis_server import RedisServer
 from sidecar.runner import JobRunner, Outlets
-from sidecar.store import RedisWait, Store
+from sidecar.store import Store
 
 SUITE = frost.SECP256K1_TR
 

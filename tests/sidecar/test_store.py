@@ -10,8 +10,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from sidecar.redis_client import RedisWait, connect
 from sidecar.redis_server import RedisServer
-from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, RedisWait, Store, StoreKeys, connect
+from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, Store, StoreKeys
 
 RELAY_A = "wss://relay-a.example.org"
 RELAY_B = "wss://relay-b.example.org"
