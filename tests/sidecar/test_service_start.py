@@ -1,8 +1,9 @@
-"""A member that cannot start (its HTTP port taken) fails with the reason and leaves nothing open: the parts
+"""A member that cannot start (its HTTP port taken) fails with the reason and leaves nothing running: the parts
 already up (peer transport, private relay and its client, public side) are stopped again."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import socket
@@ -11,6 +12,10 @@ import warnings
 import pytest
 
 from sidecar.local import LocalFederation, LocalOptions
+
+
+def running_tasks() -> set[str]:
+    return {task.get_name() for task in asyncio.all_tasks() if task is not asyncio.current_task()}
 
 
 def unclosed() -> list[str]:
@@ -32,11 +37,13 @@ async def test_a_member_that_cannot_start_stops_what_it_started() -> None:
     local = LocalFederation(LocalOptions())
     await local.start(set())
     try:
-        assert unclosed() == []
+        before = running_tasks()
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             await start_on_taken_port(local, taken.getsockname()[1])
+        await asyncio.sleep(0)  # let the cancelled tasks finish
+        assert running_tasks() - before == set()  # relay connections, publisher, relay watcher: all gone
         assert local.sidecars == {}
         assert unclosed() == []
         await local.start_member(1)  # the same member starts once the cause is gone
