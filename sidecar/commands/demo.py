@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
+from sidecar import event_loop
 from sidecar.demo import DemoOptions, run_demo
 
 
@@ -40,5 +40,5 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dvm-sidecar demo: {exc}")
         return 2
-    report = asyncio.run(run_demo(options))
+    report = event_loop.run(run_demo(options))
     return 0 if report.ok else 1

@@ -18,6 +18,7 @@ from typing import Any
 from nostr_sdk import Keys, NostrSdkError, PublicKey
 
 from consensus.nip90 import is_request_kind
+from sidecar import event_loop
 from sidecar.example_dvm import DEFAULT_KINDS, MAX_DELAY, ExampleDvm
 
 MAX_KEY_FILE_BYTES = 4096
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"example-dvm: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(dvm, args.relay))
+    return event_loop.run(_serve(dvm, args.relay))
 
 
 async def _serve(dvm: ExampleDvm, relay: str) -> int:

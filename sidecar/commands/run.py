@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from sidecar import event_loop
 from sidecar.config import ConfigError, FederationFile, SidecarConfig, load_config, load_federation
 from sidecar.dvm import CanarySpec
 from sidecar.keyfiles import Keyset, load_identity, load_share, read_passphrase
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dvm-sidecar run: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(config, federation_file, setup))
+        return event_loop.run(_serve(config, federation_file, setup))
     except RedisServerError as exc:
         print(f"dvm-sidecar run: {exc}", file=sys.stderr)
         return 2
