@@ -171,9 +171,8 @@ class PublicSide:
                     raise asyncio.CancelledError from None
                 self.metrics.redis_error()
                 log.exception("outbox: Redis error")
-            # A timer that wakes the loop, not a timeout around the wait: on Python 3.11 both wait_for and
-            # asyncio.timeout can turn a cancellation that meets the deadline into a TimeoutError, and stop()
-            # then waited for this loop forever (seen in the demo).
+            # A timer that wakes the loop, not a timeout around the wait: Python 3.11's wait_for swallows a
+            # cancellation that meets the wake, and stop() then waits for this loop forever.
             poll = asyncio.get_running_loop().call_later(POLL_EVERY, self._wake.set)
             try:
                 await self._wake.wait()
