@@ -5,7 +5,10 @@ signatures, kinds not served, encrypted requests (not supported yet), requests t
 requests addressed elsewhere, and duplicates (the store's dedupe survives restarts and lasts until the request
 is too old anyway). A request's claim waits out a Redis outage rather than dropping the request. Publication
 goes through the Redis outbox: an event stays there, retried with backoff, until every relay took it (or enough
-tries ended with at least one relay holding it), and the relays that accepted it are recorded.
+tries ended with at least one relay holding it), and the relays that accepted it are recorded. An event the
+runner has just put there is published at once from memory (``publish_now``), without waiting for the
+outbox's next read: the poll is for retries and for what a previous process left behind, and it skips an
+event while a publication of it is under way.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import redis
 
 from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_request
 from sidecar.metrics import Metrics, PublishResult
-from sidecar.nostr_client import Received, RelayPool, signature_valid
+from sidecar.nostr_client import PUBLISH_TIMEOUT, Received, RelayPool, signature_valid
 from sidecar.redis_client import RedisWait, cancelling
-from sidecar.store import Store
+from sidecar.store import OutboxItem, Store
 
 log = logging.getLogger("dvm_sidecar.public")
 
@@ -48,6 +51,7 @@ class PublicSide:
         on_request: Callable[[JobRequest], Awaitable[None]],
         clock: Callable[[], float] = time.time,
         max_request_age: float = MAX_REQUEST_AGE,
+        publish_timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
         if not max_request_age > 0:
             raise ValueError(f"max_request_age={max_request_age!r}: must be a positive number of seconds")
@@ -60,11 +64,14 @@ class PublicSide:
         self.on_request = on_request
         self.clock = clock
         self.max_request_age = max_request_age
+        self.publish_timeout = publish_timeout  # seconds a relay has to answer a publication
         self._stored = RedisWait(metrics.redis_error, "request intake")
         self.pool = RelayPool(self.relays, self._intake, on_rejected=self._refused,
                               max_message_bytes=MAX_EVENT_BYTES + _WRAPPER)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._publishing: set[str] = set()  # event ids with a publication under way
+        self._fresh: set[asyncio.Task[None]] = set()  # publish_now's tasks
 
     def _filters(self) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"kinds": list(self.kinds), "since": max(0, int(self.clock() - self.max_request_age))}
@@ -80,15 +87,23 @@ class PublicSide:
 
     async def stop(self) -> None:
         try:
-            for task in self._tasks:
+            tasks = [*self._tasks, *self._fresh]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:  # also when this stop is cancelled (a slow stop timed out): no connection outlives it
             await self.pool.stop()
 
-    def wake(self) -> None:
-        """A new event is in the outbox: publish now rather than at the next poll."""
-        self._wake.set()
+    def publish_now(self, event_id: str, event_json: str, enqueued_at: float) -> None:
+        """An event has just been put in the outbox (durably): publish it now, in a task of its own. Whatever
+        this first round does not deliver stays due in the outbox, and the poll retries it."""
+        if event_id in self._publishing:
+            return
+        # Nothing is recorded yet for an event just enqueued: no relay to read back before publishing.
+        item = OutboxItem(event_id, event_json, attempts=0, first_enqueued=enqueued_at)
+        task = asyncio.create_task(self._publish_fresh(item))
+        self._fresh.add(task)
+        task.add_done_callback(self._fresh.discard)
 
     async def connected(self) -> int:
         return self.pool.connected()
@@ -183,9 +198,25 @@ class PublicSide:
     async def _publish_due(self) -> None:
         items = await self.store.due(self.clock())
         for item in items:
-            answers = await self.pool.publish(item.event_json, item.event_id)
+            if item.event_id not in self._publishing:  # publish_now has it in hand
+                await self._publish(item, await self.store.accepted_relays(item.event_id))
+        self.metrics.set_outbox_depth(await self.store.outbox_depth())
+
+    async def _publish_fresh(self, item: OutboxItem) -> None:
+        try:
+            await self._publish(item, set())
+        except redis.RedisError:
+            if cancelling():
+                raise asyncio.CancelledError from None
+            self.metrics.redis_error()  # the event is still due in the outbox: the poll publishes it again
+            log.exception("outbox: Redis error while recording event %s", item.event_id)
+
+    async def _publish(self, item: OutboxItem, already: set[str]) -> None:
+        """One publication round of one event to every relay, and its record in the outbox."""
+        self._publishing.add(item.event_id)
+        try:
+            answers = await self.pool.publish(item.event_json, item.event_id, self.publish_timeout)
             accepted = {url for url, answer in answers.items() if answer.accepted}
-            already = await self.store.accepted_relays(item.event_id)
             if accepted and not already:  # the first relay to hold it: the job is out
                 self.metrics.observe_phase("publishing", max(0.0, self.clock() - item.first_enqueued))
             missing = [url for url in self.relays if url not in accepted and url not in already]
@@ -200,7 +231,8 @@ class PublicSide:
                 await self.store.record_publish(
                     item.event_id, url, url in accepted, now=self.clock(), next_attempt=next_attempt
                 )
-        self.metrics.set_outbox_depth(await self.store.outbox_depth())
+        finally:
+            self._publishing.discard(item.event_id)
 
     async def _watch_relays(self) -> None:
         while True:

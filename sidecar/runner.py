@@ -59,7 +59,7 @@ class Outlets:
 
     send: Callable[[tuple[int, ...], Message], Awaitable[None]]
     run_dvm: Callable[[JobRequest], Awaitable[None]]
-    published: Callable[[], None]  # wake the outbox publisher
+    published: Callable[[str, str, float], None]  # (event id, JSON, when): just put in the outbox, publish it
 
 
 class JobRunner:
@@ -279,7 +279,7 @@ class JobRunner:
         elif isinstance(effect, SetTimer):
             self._set_timer(effect)
         elif isinstance(effect, Publish):
-            self.outlets.published()
+            self.outlets.published(effect.event.id, effect.event.to_json(), self.clock())
         elif isinstance(effect, Evidence):
             await self._record(effect)
         elif isinstance(effect, Finished):

@@ -213,8 +213,8 @@ class Sidecar:
     async def _run_dvm(self, request: JobRequest) -> None:
         await self.dvm.run(request)
 
-    def _published(self) -> None:
-        self.public.wake()
+    def _published(self, event_id: str, event_json: str, enqueued_at: float) -> None:
+        self.public.publish_now(event_id, event_json, enqueued_at)
 
     # --- status (the HTTP side's StatusSource) ---
 

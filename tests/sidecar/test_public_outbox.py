@@ -1,0 +1,101 @@
+"""The public side's publication: an event just put in the outbox goes out at once, and what that first round
+does not deliver stays due for the outbox's poll. A real relay, a real Redis, events checked with nostr-sdk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from nostr_sdk import Filter, Keys, Kind, ReqTarget
+
+from consensus.nip90 import UnsignedEvent
+from sidecar import public
+from sidecar.metrics import Metrics
+from sidecar.public import PublicSide
+from sidecar.relay import EmbeddedRelay, EventFeed, connect_client, free_port, sign_with_keys, verify
+from sidecar.store import Store
+
+KIND = 6050
+
+
+async def nothing(_request: object) -> None:
+    raise AssertionError("no request is expected here")
+
+
+def make_public(url: str, redis_client: aioredis.Redis, **options: float) -> tuple[PublicSide, Store, Metrics]:
+    store = Store(redis_client, namespace="pub", member=1, job_ttl=60.0)
+    metrics = Metrics(members=(1, 2, 3), relays=(url,), kinds=(5050,), version="test")
+    side = PublicSide(relays=(url,), group_pubkey="ab" * 32, kinds=(5050,), accept_unaddressed=False,
+                      store=store, metrics=metrics, on_request=nothing, **options)
+    return side, store, metrics
+
+
+def accepted(metrics: Metrics, url: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "dvm_sidecar_relay_publish_total", {"relay": url, "result": "accepted"}
+    )
+    return value or 0.0
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[EmbeddedRelay]:
+    async with EmbeddedRelay() as running:
+        yield running
+
+
+@pytest.fixture
+def no_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox's poll comes only at start: anything published later was published by publish_now."""
+    monkeypatch.setattr(public, "POLL_EVERY", 3600.0)
+
+
+async def test_an_event_just_enqueued_is_published_without_waiting_for_the_poll(
+    relay: EmbeddedRelay, redis_client: aioredis.Redis, no_poll: None
+) -> None:
+    keys = Keys.generate()
+    event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1_700_000_000, KIND, (), "result"), keys)
+    listener = await connect_client(relay.url)
+    feed = EventFeed(listener)
+    await listener.subscribe(ReqTarget.auto([Filter().kind(Kind(KIND))]))
+    side, store, metrics = make_public(relay.url, redis_client)
+    await side.start()
+    try:
+        await asyncio.sleep(0.1)  # the start's poll has run, on an empty outbox
+        await store.enqueue([(event.id, event.to_json())], now=1.0)
+        side.publish_now(event.id, event.to_json(), 1.0)
+        seen = await feed.next(timeout=10.0)
+        assert seen is not None and seen.id().to_hex() == event.id and verify(seen)
+        async with asyncio.timeout(10.0):
+            while await store.due(1e12):  # recorded as delivered: nothing left for the poll
+                await asyncio.sleep(0.02)
+        assert await store.accepted_relays(event.id) == {relay.url}
+        side.publish_now(event.id, event.to_json(), 1.0)  # an event already delivered is only sent again
+        await asyncio.sleep(0.2)
+        assert accepted(metrics, relay.url) == 2
+        assert await store.due(1e12) == []
+    finally:
+        await side.stop()
+        await listener.shutdown()
+
+
+async def test_what_the_first_round_does_not_deliver_stays_due(
+    redis_client: aioredis.Redis, no_poll: None
+) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"  # no relay there
+    keys = Keys.generate()
+    event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1_700_000_000, KIND, (), "late"), keys)
+    side, store, metrics = make_public(url, redis_client, publish_timeout=0.3)
+    await side.start()
+    try:
+        await store.enqueue([(event.id, event.to_json())], now=1.0)
+        side.publish_now(event.id, event.to_json(), 1.0)
+        async with asyncio.timeout(10.0):
+            while not (items := await store.due(1e12)) or items[0].attempts == 0:
+                await asyncio.sleep(0.05)
+        assert [item.event_id for item in items] == [event.id]  # rescheduled for the poll, not dropped
+        assert await store.accepted_relays(event.id) == set()
+        assert accepted(metrics, url) == 0
+    finally:
+        await side.stop()
