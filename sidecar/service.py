@@ -97,7 +97,7 @@ class Sidecar:
             relays=setup.relays,
             redis=redis_client,
             inbox_key=self.store.keys.inbox,
-            seen_key=self.store.keys.seen_message,
+            seen_key=self.store.keys.seen_messages,
             rejections=self.metrics.peer_message_rejected,  # type: ignore[arg-type]
             max_payload=fed.max_payload + 4096,
             replay_window=setup.replay_window,

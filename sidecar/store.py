@@ -28,7 +28,7 @@ Layout of one member's keys (prefix ``P``):
   P outbox:event:<event_id>   hash   event, attempts, first_enqueued [, done_at]; expires once delivered
   P outbox:relays:<event_id>  set    relays that accepted the event; expires with the event's record
   P seen:request:<id>         string dedupe of customer requests
-  P seen:message:<id>         string replay protection of peer messages
+  P seen:messages             zset   peer message ids taken, scored by when each may be forgotten (replays)
   P evidence                  stream misbehaviour by members, capped (MAXLEN ~)
   P inbox                     stream this member's inbox on the ``redis`` peer transport (written by peers)
 """
@@ -99,8 +99,9 @@ class StoreKeys:
     def seen_request(self, request_id: str) -> str:
         return f"{self.prefix}seen:request:{request_id}"
 
-    def seen_message(self, message_id: str) -> str:
-        return f"{self.prefix}seen:message:{message_id}"
+    @property
+    def seen_messages(self) -> str:
+        return f"{self.prefix}seen:messages"
 
     @property
     def evidence(self) -> str:
@@ -220,11 +221,6 @@ class Store:
         if await self.redis.set(key, token, nx=True, px=px):
             return True
         return _text(await self.redis.get(key) or b"") == token
-
-    async def seen_message(self, message_id: str, ttl: float) -> bool:
-        """Replay protection: True if ``message_id`` was seen within ``ttl`` seconds. Marks it seen."""
-        key = self.keys.seen_message(_check_id(message_id, "message_id"))
-        return not await self.redis.set(key, 1, nx=True, px=_ms(ttl, "ttl"))
 
     # -- jobs
 

@@ -45,7 +45,7 @@ def make_transport(
     relays: Sequence[str] = (),
     redis: aioredis.Redis | None = None,
     inbox_key: Callable[[int], str] | None = None,
-    seen_key: Callable[[str], str] | None = None,
+    seen_key: str | None = None,
     rejections: Callable[[str], None] = _ignore,
     replay_window: float = 120.0,
     clock: Callable[[], float] = time.time,
@@ -54,7 +54,7 @@ def make_transport(
     """A peer transport of ``kind``; ``ValueError`` names what is missing or wrong.
 
     ``rejections(reason)`` is called once per dropped message, ``reason`` in ``REJECTION_REASONS``.
-    ``redis``, when given, also records accepted message ids under ``seen_key(message_id)`` (replay protection
+    ``redis``, when given, also records accepted message ids in the sorted set ``seen_key`` (replay protection
     across restarts); the ``redis`` transport requires it and names each member's inbox ``inbox_key(member)``.
     """
     if kind not in TRANSPORTS:

@@ -2,16 +2,17 @@
 
 Rules: nothing a peer or a transport sends can raise out of here (every failure becomes a counted rejection);
 the queue of accepted messages is bounded and applies back-pressure to the reader; a message id is accepted once,
-checked in memory and, when a Redis client is given, also with ``SET NX`` under the store's key (which survives
-a restart of this process for two replay windows). Redis being down never stops delivery: the in-memory record
-still holds.
+checked in memory and, when a Redis client is given, against a record in Redis that survives a restart of this
+process (a sorted set of ids scored by when each may be forgotten, two replay windows after it was taken).
+Redis being down never stops delivery: the in-memory record still holds.
 
-The Redis record is what a restarted process knows of the messages it took before: it must be asked (a round
-trip on every message's way) only until the in-memory record covers every id that could still be replayed,
-that is once this process has run two replay windows without its cache dropping an id early (a message is
-stale one window after its date). From then on ids are still written to Redis, in the background and in
-batches, for the next restart. One written in the last milliseconds before a crash may be lost: a replay of it
-reaches the quorum core, which takes a message twice as it takes it once.
+The Redis record is what a restarted process knows of the messages it took before. The transport's start reads
+it into memory (``load``), so no message waits for a Redis round trip; accepted ids are added to it in the
+background, in batches, for the next restart. Only when that read failed (Redis away at start) is Redis asked
+on every message's way, until the in-memory record covers every id that could still be replayed, that is once
+this process has run two replay windows without its cache dropping an id early (a message is stale one window
+after its date). An id taken in the last milliseconds before a crash may be missing from the record: a replay
+of it reaches the quorum core, which takes a message twice as it takes it once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ QUEUE_SIZE = 1024
 log = logging.getLogger(__name__)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class _Closed:
     pass
 
@@ -47,13 +52,13 @@ class Inbox:
         *,
         rejections: Callable[[str], None],
         redis: aioredis.Redis | None = None,
-        seen_key: Callable[[str], str] | None = None,
+        seen_key: str | None = None,
     ) -> None:
         self.codec = codec
         self._rejections = rejections
         self._redis = redis
-        me = codec.directory.me
-        self._seen_key = seen_key or (lambda message_id: f"dvm-sidecar:peer-seen:{me}:{message_id}")
+        self._seen_key = seen_key or f"dvm-sidecar:peer-seen:{codec.directory.me}"
+        self._loaded = False  # the Redis record has been read into memory
         self._queue: asyncio.Queue[Envelope | _Closed] = asyncio.Queue(QUEUE_SIZE)
         self._closed = False
         self._redis_down = False
@@ -102,26 +107,49 @@ class Inbox:
                 if not self._closed:
                     await self._queue.put(envelope)
 
+    async def load(self) -> int:
+        """Read the Redis record of ids this member took before (a previous process's) into memory; the number
+        read. Once loaded, no message waits for Redis; if Redis cannot be read, it is asked message by message."""
+        if self._redis is None or self._loaded:
+            return 0
+        now = self.codec.clock()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(self._seen_key, "-inf", now)
+                pipe.zrangebyscore(self._seen_key, now, "+inf", withscores=True)
+                _, entries = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            log.warning("peer replay record not read (%s): Redis is asked message by message for now", exc)
+            return 0
+        for message_id, forget_after in entries:
+            try:
+                self.codec.seen.add(bytes.fromhex(_text(message_id)), forget_after=float(forget_after), now=now)
+            except ValueError:
+                continue  # not an id of ours: nothing to remember
+        self._loaded = True
+        return len(entries)
+
     def _memory_suffices(self) -> bool:
         now, cover = self.codec.clock(), 2 * self.codec.window
         early = self.codec.seen.forgot_early_at
-        return now - self._started > cover and (early is None or now - early > cover)
+        return (self._loaded or now - self._started > cover) and (early is None or now - early > cover)
 
     async def _first_sight(self, checked: list[Checked]) -> list[Checked]:
-        """Those not already marked seen in Redis (one round trip for the batch); all of them if Redis is down,
-        or once the in-memory record suffices (then they are marked in the background)."""
+        """Those not already in the Redis record (one round trip for the batch); all of them if Redis is down,
+        or once the in-memory record suffices (then they are added to it in the background)."""
         assert self._redis is not None
         if self._memory_suffices():
             self._to_mark += [item.message_id for item in checked]
             if self._marker is None:
                 self._marker = asyncio.create_task(self._mark(), name="peer replay marks")
             return checked
-        ttl_ms = int(2 * self.codec.window * 1000)
+        forget_after = self.codec.clock() + 2 * self.codec.window
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for item in checked:
-                    pipe.set(self._seen_key(item.message_id), b"1", nx=True, px=ttl_ms)
-                firsts = await pipe.execute()
+                    pipe.zadd(self._seen_key, {item.message_id: forget_after}, nx=True)
+                pipe.pexpire(self._seen_key, int(2 * self.codec.window * 1000))
+                *firsts, _ = await pipe.execute()
         except REDIS_ERRORS as exc:
             if not self._redis_down:
                 log.warning("Redis unreachable for peer replay checks (%s); using the in-memory record", exc)
@@ -135,19 +163,20 @@ class Inbox:
             if first:
                 fresh.append(item)
             else:
-                self.reject("replay", "message id already marked seen in Redis")
+                self.reject("replay", "message id already in the Redis record")
         return fresh
 
     async def _mark(self) -> None:
         assert self._redis is not None
-        ttl_ms = int(2 * self.codec.window * 1000)
         try:
             while self._to_mark:
                 ids, self._to_mark = self._to_mark, []
+                now = self.codec.clock()
                 with contextlib.suppress(*REDIS_ERRORS):  # the in-memory record holds; only a restart misses these
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        for message_id in ids:
-                            pipe.set(self._seen_key(message_id), b"1", nx=True, px=ttl_ms)
+                        pipe.zadd(self._seen_key, dict.fromkeys(ids, now + 2 * self.codec.window))
+                        pipe.zremrangebyscore(self._seen_key, "-inf", now)
+                        pipe.pexpire(self._seen_key, int(2 * self.codec.window * 1000))
                         await pipe.execute()
         finally:
             self._marker = None

@@ -48,6 +48,7 @@ class NostrTransport:
         if self._started:
             return
         self._started = True
+        await self._inbox.load()  # what a previous process took, before anything arrives
         self._pool.subscribe(self._subscription, self._filters)
         if not await self._pool.start(CONNECT_WAIT):
             log.warning("no peer relay reachable yet; retrying in the background")

@@ -57,6 +57,7 @@ class RedisTransport:
 
     async def start(self) -> None:
         if self._reader is None:
+            await self._inbox.load()  # what a previous process took, before the replay window is read back
             self._reader = asyncio.create_task(self._read(), name=f"peer-inbox-{self._codec.directory.me}")
 
     async def stop(self) -> None:

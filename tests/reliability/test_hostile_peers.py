@@ -357,14 +357,13 @@ async def _usage(fed: ProcessFederation, redis: aioredis.Redis, member: int) -> 
     process = fed.members[member].sidecar
     assert process is not None
     jobs = [k async for k in redis.scan_iter(match=keys.job("*"), count=1000)]
-    seen = [k async for k in redis.scan_iter(match=f"dvm-sidecar:peer-seen:{member}:*", count=1000)]
     streams = sum([await redis.memory_usage(keys_of(fed, m).inbox(m), samples=0) or 0 for m in fed.members])
     memory = await redis.info("memory")
     return {
         "rss": rss_bytes(process.pid),
         "jobs": len(jobs),
         "in_flight": int(await redis.zcard(keys.jobs_in_flight)),
-        "seen_records": len(seen),
+        "seen_records": int(await redis.zcard(keys.seen_messages)),
         "redis_used_memory_without_inboxes": int(memory["used_memory"]) - streams,
         "inbox_streams_memory": streams,
         "redis_clients_memory": int(memory.get("mem_clients_normal", 0)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 
 import pytest
 import redis.asyncio as aioredis
@@ -62,44 +63,58 @@ def test_the_bindings_fix_hands_nostr_sdk_the_same_bytes(keys: dict[int, Keys], 
         assert nip44_decrypt(keys[2].secret_key(), keys[1].public_key(), encrypt(keys[1], keys[2], text)) == text
 
 
-async def test_redis_is_asked_until_the_in_memory_record_covers_every_replay(
+async def test_the_redis_record_is_read_at_start_and_written_in_the_background(
     keys: dict[int, Keys], redis_client: aioredis.Redis
 ) -> None:
-    """Cold (less than two replay windows up) the inbox waits for Redis's verdict; warm it trusts its memory and
-    marks ids in Redis in the background, so the next restart still catches replays; a cache that had to drop
-    an id early makes it ask Redis again."""
+    """Loaded at start, the inbox trusts its memory and adds ids to the Redis record in the background, so a
+    restart (which loads the record again) still catches replays. Without the load (Redis away at start) it
+    waits for Redis's verdict until its memory covers two replay windows; a cache that had to drop an id early
+    makes it ask Redis again."""
     now = [1_000_000.0]
     window = 10.0
+    key = "dvm-sidecar:test:seen"
 
     def inbox() -> tuple[Inbox, list[str]]:
         rejected: list[str] = []
         codec = codec_for(keys, 2, replay_window=window, clock=lambda: now[0])
-        return Inbox(codec, rejections=rejected.append, redis=redis_client), rejected
+        return Inbox(codec, rejections=rejected.append, redis=redis_client, seen_key=key), rejected
+
+    async def recorded(count: int) -> bool:
+        for _ in range(200):
+            if await redis_client.zcard(key) == count:
+                return True
+            await asyncio.sleep(0.01)
+        return False
 
     sender = codec_for(keys, 1, replay_window=window, clock=lambda: now[0])
-    first, rejected = inbox()
-    (cold,) = seal(sender, 2, b'{"n":1}')
-    await first.receive([cold])
-    assert await redis_client.dbsize() == 1  # marked before delivery
+    cold, rejected = inbox()  # not loaded: Redis is asked on the message's way
+    (first,) = seal(sender, 2, b'{"n":1}')
+    await cold.receive([first])
+    assert await redis_client.zcard(key) == 1  # in the record before delivery
+    assert await redis_client.zscore(key, json.loads(first)["id"]) == now[0] + 2 * window
+    assert 0 < await redis_client.pttl(key) <= 2 * window * 1000
 
-    now[0] += 2 * window + 1
-    (warm,) = seal(sender, 2, b'{"n":2}')
-    await first.receive([warm])
-    await first.receive([warm])
-    assert rejected == ["replay"]  # from memory, no round trip
-    for _ in range(100):
-        if await redis_client.dbsize() == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert await redis_client.dbsize() == 2  # marked in the background
+    loaded, rejected_loaded = inbox()  # a restart: the record is read into memory
+    assert await loaded.load() == 1
+    assert loaded._memory_suffices()
+    (second,) = seal(sender, 2, b'{"n":2}')
+    await loaded.receive([first, second, second])
+    assert rejected_loaded == ["replay", "replay"]  # both from memory
+    assert await recorded(2)  # the new id added in the background
 
-    restarted, rejected_after = inbox()  # a new process: cold again, so Redis is asked
-    await restarted.receive([warm])
-    assert rejected_after == ["replay"]
+    again, rejected_again = inbox()
+    assert await again.load() == 2
+    await again.receive([second])
+    assert rejected_again == ["replay"]
 
-    first.codec.seen.add(b"x" * 32, forget_after=now[0] + window, now=now[0])
-    first.codec.seen.capacity = 1
-    first.codec.seen.add(b"y" * 32, forget_after=now[0] + window, now=now[0])  # drops x early
-    assert first.codec.seen.forgot_early_at == now[0] and not first._memory_suffices()
-    first.close()
-    restarted.close()
+    now[0] += 2 * window + 1  # every id is forgettable now: the next load drops them
+    fresh, _ = inbox()
+    assert await fresh.load() == 0 and await redis_client.zcard(key) == 0
+
+    loaded.codec.seen.add(b"x" * 32, forget_after=now[0] + window, now=now[0])
+    loaded.codec.seen.capacity = 1
+    loaded.codec.seen.add(b"y" * 32, forget_after=now[0] + window, now=now[0])  # drops x early
+    assert loaded.codec.seen.forgot_early_at == now[0] and not loaded._memory_suffices()
+    for box in (cold, loaded, again, fresh):
+        box.close()
+    assert rejected == []

@@ -45,7 +45,7 @@ def test_every_key_is_under_the_member_prefix() -> None:
         k.outbox_event("e"),
         k.outbox_relays("e"),
         k.seen_request("r"),
-        k.seen_message("m"),
+        k.seen_messages,
         k.evidence,
         k.inbox(2),
     ]
@@ -68,7 +68,7 @@ async def test_bad_ids_and_ttls_are_refused(store: Store, redis_client: aioredis
     with pytest.raises(ValueError, match="job_id"):
         await store.save_job("j" * 257, b"{}", phase="dvm", updated_at=1.0)
     with pytest.raises(ValueError, match="ttl"):
-        await store.seen_message("m", 0)
+        await store.claim_request("r", ttl=0)
     with pytest.raises(ValueError, match="job_ttl"):
         Store(redis_client, namespace="fed", member=1, job_ttl=0)
     assert await redis_client.dbsize() == 0
@@ -83,18 +83,6 @@ async def test_a_request_is_claimed_once_and_the_claim_expires(redis_client: aio
     assert await store.claim_request("req1") is False
     assert await store.claim_request("req2") is True
     assert 0 < await redis_client.ttl(store.keys.seen_request("req1")) <= 600
-
-
-async def test_a_peer_message_is_seen_once_within_its_ttl(store: Store, redis_client: aioredis.Redis) -> None:
-    assert await store.seen_message("msg1", 120) is False
-    assert await store.seen_message("msg1", 120) is True
-    assert 0 < await redis_client.ttl(store.keys.seen_message("msg1")) <= 120
-    assert await store.seen_message("short", 0.05) is False
-
-    async def new_again() -> bool:  # a failed SET NX leaves the expiry alone, so polling cannot prolong it
-        return not await store.seen_message("short", 0.05)
-
-    assert await until(new_again)
 
 
 # -- jobs
@@ -163,7 +151,6 @@ async def test_keys_return_to_baseline_after_a_job_ends(redis_client: aioredis.R
         "job", b"f", phase="publishing", outcome="cosigned", events=[("e", "{}")], finished_at=2.0
     )
     await store.record_publish("e", RELAY_A, True, now=2.0, next_attempt=None)
-    assert await store.seen_message("m", 0.2) is False
 
     async def only_the_index_left() -> bool:
         return [k.decode() async for k in redis_client.scan_iter()] == [store.keys.jobs_recent]
