@@ -8,11 +8,11 @@ Redis being down never stops delivery: the in-memory record still holds.
 
 The Redis record is what a restarted process knows of the messages it took before. The transport's start reads
 it into memory (``load``), so no message waits for a Redis round trip; accepted ids are added to it in the
-background, in batches, for the next restart. Only when that read failed (Redis away at start) is Redis asked
+background, in batches (what arrived in a quarter of a second), for the next restart. Only when that read failed (Redis away at start) is Redis asked
 on every message's way, until the in-memory record covers every id that could still be replayed, that is once
 this process has run two replay windows without its cache dropping an id early (a message is stale one window
-after its date). An id taken in the last milliseconds before a crash may be missing from the record: a replay
-of it reaches the quorum core, which takes a message twice as it takes it once.
+after its date). An id taken in the last quarter second before a crash may be missing from the record: a
+replay of it reaches the quorum core, which takes a message twice as it takes it once.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sidecar.peers.envelope import Checked, EnvelopeCodec, Rejected
 from sidecar.redis_client import REDIS_ERRORS
 
 QUEUE_SIZE = 1024
+MARK_EVERY = 0.25  # seconds the ids accepted meanwhile wait to go to the Redis record together
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +168,33 @@ class Inbox:
         return fresh
 
     async def _mark(self) -> None:
-        assert self._redis is not None
         try:
             while self._to_mark:
-                ids, self._to_mark = self._to_mark, []
-                now = self.codec.clock()
-                with contextlib.suppress(*REDIS_ERRORS):  # the in-memory record holds; only a restart misses these
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        pipe.zadd(self._seen_key, dict.fromkeys(ids, now + 2 * self.codec.window))
-                        pipe.zremrangebyscore(self._seen_key, "-inf", now)
-                        pipe.pexpire(self._seen_key, int(2 * self.codec.window * 1000))
-                        await pipe.execute()
+                await asyncio.sleep(MARK_EVERY)  # one write for all that arrive meanwhile, not one per message
+                await self._write_marks()
         finally:
             self._marker = None
+
+    async def _write_marks(self) -> None:
+        assert self._redis is not None
+        ids, self._to_mark = self._to_mark, []
+        if not ids:
+            return
+        now = self.codec.clock()
+        with contextlib.suppress(*REDIS_ERRORS):  # the in-memory record holds; only a restart misses these
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self._seen_key, dict.fromkeys(ids, now + 2 * self.codec.window))
+                pipe.zremrangebyscore(self._seen_key, "-inf", now)
+                pipe.pexpire(self._seen_key, int(2 * self.codec.window * 1000))
+                await pipe.execute()
+
+    async def flush(self) -> None:
+        """Write the ids still waiting to the Redis record now (a stop: the next process should know them)."""
+        if self._marker is not None:
+            self._marker.cancel()
+            self._marker = None
+        if self._redis is not None:
+            await self._write_marks()
 
     def messages(self) -> AsyncIterator[Envelope]:
         return _Messages(self._queue)

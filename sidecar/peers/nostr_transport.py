@@ -60,7 +60,10 @@ class NostrTransport:
             if self._started:
                 self._started = False
                 await self._pool.stop()
-            self._inbox.close()
+            try:
+                await self._inbox.flush()
+            finally:
+                self._inbox.close()
 
     async def send(self, recipients: Sequence[int], payload: bytes) -> None:
         if not self._started:

@@ -66,7 +66,10 @@ class RedisTransport:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         await self._outbox.stop()
-        self._inbox.close()
+        try:
+            await self._inbox.flush()
+        finally:
+            self._inbox.close()
 
     async def send(self, recipients: Sequence[int], payload: bytes) -> None:
         await self._outbox.send(recipients, payload)

@@ -101,9 +101,13 @@ async def test_the_redis_record_is_read_at_start_and_written_in_the_background(
     await loaded.receive([first, second, second])
     assert rejected_loaded == ["replay", "replay"]  # both from memory
     assert await recorded(2)  # the new id added in the background
+    (third,) = seal(sender, 2, b'{"n":3}')
+    await loaded.receive([third])
+    await loaded.flush()  # a stop writes what waits at once
+    assert await redis_client.zcard(key) == 3
 
     again, rejected_again = inbox()
-    assert await again.load() == 2
+    assert await again.load() == 3
     await again.receive([second])
     assert rejected_again == ["replay"]
 
