@@ -6,6 +6,9 @@ Rules it keeps:
   a share has the share's session recorded, and its nonces are gone with the process anyway; while Redis is
   away (a restart, an outage) the write is retried, holding the job's input, so no input is dropped; the
   writes of jobs stepping at the same time share a round trip (``group_commit``);
+- a step from which nothing leaves (only timers: most peers' announces once the job is agreed, say) is kept in
+  memory and written with the job's next step, or at a stop: a crash loses what such inputs added, as it loses
+  the messages in flight, and the job goes on from its last write (with fresh nonces) as after any crash;
 - the finished state, its co-signed event (into the outbox) and the end of the in-flight entry are one atomic
   store transition, so a restart neither loses nor repeats a publication;
 - timers are asyncio handles keyed by (job, name); a later SetTimer of the same name replaces the earlier one;
@@ -51,6 +54,7 @@ log = logging.getLogger("dvm_sidecar.runner")
 
 MAX_PENDING_JOBS = 10_000  # jobs in memory at once; more are refused (a flood of job ids)
 FINISHED_MEMORY = 4096  # finished job ids remembered in memory to drop late messages without a Redis read
+LEAVING = (Send, RunDvm, Publish, Evidence, Finished)  # effects seen outside this process: their state first
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class JobRunner:
         self._closed = False
         self._stored = RedisWait(metrics.redis_error, f"member {member.me}: job state")
         self._writes = GroupCommit(store, self._stored)
+        self._unwritten: set[str] = set()  # jobs whose state in memory is newer than in Redis
         # Orphans (jobs a peer's message made known, request not seen here) together fill at most half of
         # MAX_PENDING_JOBS: the other half is always there for customers' requests.
         self.orphan_cap = max(1, MAX_PENDING_JOBS // (2 * max(1, member.federation.n - 1)))
@@ -166,7 +171,23 @@ class JobRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._writes.close()
+        try:
+            await self._write_unwritten()
+        finally:
+            await self._writes.close()
+
+    async def _write_unwritten(self) -> None:
+        """At a stop, what only memory holds goes to Redis, so the next process resumes from it."""
+        writes = [
+            JobWrite(job_id, state.to_json().encode(), state.phase.value, self.clock())
+            for job_id in sorted(self._unwritten) if (state := self._states.get(job_id)) is not None
+        ]
+        self._unwritten.clear()
+        if writes:
+            try:
+                await self.store.write_jobs(writes)
+            except redis.RedisError as exc:  # a stop does not wait out an outage: those inputs are lost
+                log.warning("%d jobs' latest inputs not saved at stop: Redis unreachable (%s)", len(writes), exc)
 
     # --- internals ---
 
@@ -223,6 +244,13 @@ class JobRunner:
             self.metrics.set_jobs_in_flight(len(self._states))
             await self._execute(job_id, [e for e in effects if not isinstance(e, Finished)])
             return
+        if not any(isinstance(e, LEAVING) for e in effects) and new.request is not None:
+            self._states[job_id] = new  # nothing leaves: written with the next step that sends something
+            self._unwritten.add(job_id)
+            self._observe_phases(old, new)
+            await self._execute(job_id, effects)
+            return
+        self._unwritten.discard(job_id)
         blob = new.to_json().encode()
         if finished:
             events = tuple((e.event.id, e.event.to_json()) for e in effects if isinstance(e, Publish))
