@@ -32,6 +32,7 @@ from sidecar.http import HttpServer, JobStatus, MemberStatus, StatusSnapshot, ma
 from sidecar.metrics import Metrics
 from sidecar.peers import PeerDirectory, make_transport
 from sidecar.public import PublicSide
+from sidecar.resp import RespClient
 from sidecar.runner import JobRunner, Outlets
 from sidecar.store import RecentJob, Store
 
@@ -84,7 +85,9 @@ class Sidecar:
         self.metrics = Metrics(
             members=fed.members, relays=setup.relays, kinds=setup.kinds, version=__version__
         )
-        self.store = Store(redis_client, namespace=fed.pubkey[:16], member=setup.me, job_ttl=setup.job_ttl)
+        self.resp = RespClient.from_client(redis_client)  # the store's busy operations
+        self.store = Store(redis_client, namespace=fed.pubkey[:16], member=setup.me, job_ttl=setup.job_ttl,
+                           fast=self.resp)
         self.member = Member(fed, setup.key_package)
         self.runner = JobRunner(
             self.member, self.store, self.metrics,
@@ -159,6 +162,7 @@ class Sidecar:
                 await asyncio.wait_for(part, STOP_TIMEOUT)
             except TimeoutError:
                 log.warning("member %d: a part did not stop within %g s", self.setup.me, STOP_TIMEOUT)
+        await self.resp.aclose()
 
     # --- inputs ---
 

@@ -40,12 +40,13 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from sidecar.resp import RespClient
 from sidecar.store_scripts import DUE, ENQUEUE, FINISH_JOB, RECORD_PUBLISH, SAVE_JOB
 
 ROOT = "dvm-sidecar"
@@ -179,7 +180,9 @@ def _events_args(events: Sequence[tuple[str, str]]) -> list[str]:
 
 
 class Store:
-    """One member's state in Redis. ``redis`` is a ``redis.asyncio.Redis`` (decoded responses or not)."""
+    """One member's state in Redis. ``redis`` is a ``redis.asyncio.Redis`` (decoded responses or not); ``fast``,
+    when given, a lean client (``sidecar.resp``) on the same Redis that carries the busy operations: job-state
+    writes and request claims."""
 
     def __init__(
         self,
@@ -191,8 +194,10 @@ class Store:
         dedupe_ttl: float = 86400.0,
         recent_cap: int = 200,
         evidence_cap: int = 10_000,
+        fast: RespClient | None = None,
     ) -> None:
         self.redis = redis
+        self.fast = fast
         self.keys = StoreKeys(namespace, member)
         self.job_ttl = job_ttl
         self._job_ttl_ms = _ms(job_ttl, "job_ttl")
@@ -215,12 +220,24 @@ class Store:
         afterwards. A caller that retries after a Redis error passes the same ``token`` (any string unique to
         this claim) every time, so a claim that was made but whose answer was lost is still recognised as its
         own."""
-        key = self.keys.seen_request(_check_id(request_id, "request_id"))
-        token = token or os.urandom(8).hex()
-        px = self._dedupe_ttl_ms if ttl is None else _ms(ttl, "ttl")
-        if await self.redis.set(key, token, nx=True, px=px):
-            return True
-        return _text(await self.redis.get(key) or b"") == token
+        (claimed,) = await self.claim_requests([(request_id, ttl, token or os.urandom(8).hex())])
+        return claimed
+
+    async def claim_requests(self, claims: Sequence[tuple[str, float | None, str]]) -> list[bool]:
+        """``claim_request`` for several (request id, ttl, token) at once, in one round trip."""
+        commands: list[list[Any]] = []
+        for request_id, ttl, token in claims:
+            key = self.keys.seen_request(_check_id(request_id, "request_id"))
+            px = self._dedupe_ttl_ms if ttl is None else _ms(ttl, "ttl")
+            commands += [["SET", key, token, "NX", "PX", px], ["GET", key]]
+        replies = await self._run_all(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [
+            replies[2 * i] is not None or _text(cast(bytes, replies[2 * i + 1] or b"")) == token
+            for i, (_, _, token) in enumerate(claims)
+        ]
 
     # -- jobs
 
@@ -269,11 +286,8 @@ class Store:
         results: list[object] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):  # a Redis that restarted has lost its scripts: load them, run what failed again
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    script, keys, args = calls[i]
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                answers = await pipe.execute(raise_on_error=False)
+            commands = [["EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]] for i in todo]
+            answers = await self._run_all(commands)
             for i, answer in zip(todo, answers):
                 results[i] = answer
             todo = [i for i in todo if isinstance(results[i], NoScriptError)]
@@ -285,6 +299,15 @@ class Store:
             if isinstance(answer, Exception):
                 raise answer
         return [bool(answer) for answer in results]
+
+    async def _run_all(self, commands: list[list[Any]]) -> list[object]:
+        """Commands in one round trip, each one's reply or error in its place."""
+        if self.fast is not None:
+            return await self.fast.execute(commands, raise_on_error=False)  # type: ignore[no-any-return]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
     def _job_call(self, write: JobWrite) -> tuple[AsyncScript, list[str], list[str | bytes | float | int]]:
         k = self.keys

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from sidecar.peers.base import Envelope
 from sidecar.peers.envelope import Checked, EnvelopeCodec, Rejected
 from sidecar.redis_client import REDIS_ERRORS
+from sidecar.resp import Arg, RespClient
 
 QUEUE_SIZE = 1024
 MARK_EVERY = 0.25  # seconds the ids accepted meanwhile wait to go to the Redis record together
@@ -57,7 +58,8 @@ class Inbox:
     ) -> None:
         self.codec = codec
         self._rejections = rejections
-        self._redis = redis
+        # The record's commands go through the lean client (``sidecar.resp``), on the Redis ``redis`` names.
+        self._redis = None if redis is None else RespClient.from_client(redis)
         self._seen_key = seen_key or f"dvm-sidecar:peer-seen:{codec.directory.me}"
         self._loaded = False  # the Redis record has been read into memory
         self._queue: asyncio.Queue[Envelope | _Closed] = asyncio.Queue(QUEUE_SIZE)
@@ -115,13 +117,14 @@ class Inbox:
             return 0
         now = self.codec.clock()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(self._seen_key, "-inf", now)
-                pipe.zrangebyscore(self._seen_key, now, "+inf", withscores=True)
-                _, entries = await pipe.execute()
+            _, flat = await self._redis.execute([
+                ["ZREMRANGEBYSCORE", self._seen_key, "-inf", now],
+                ["ZRANGEBYSCORE", self._seen_key, now, "+inf", "WITHSCORES"],
+            ])
         except REDIS_ERRORS as exc:
             log.warning("peer replay record not read (%s): Redis is asked message by message for now", exc)
             return 0
+        entries = list(zip(flat[::2], flat[1::2]))
         for message_id, forget_after in entries:
             try:
                 self.codec.seen.add(bytes.fromhex(_text(message_id)), forget_after=float(forget_after), now=now)
@@ -146,11 +149,9 @@ class Inbox:
             return checked
         forget_after = self.codec.clock() + 2 * self.codec.window
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item in checked:
-                    pipe.zadd(self._seen_key, {item.message_id: forget_after}, nx=True)
-                pipe.pexpire(self._seen_key, int(2 * self.codec.window * 1000))
-                *firsts, _ = await pipe.execute()
+            commands: list[list[Arg]] = [["ZADD", self._seen_key, "NX", forget_after, i.message_id] for i in checked]
+            commands.append(["PEXPIRE", self._seen_key, int(2 * self.codec.window * 1000)])
+            *firsts, _ = await self._redis.execute(commands)
         except REDIS_ERRORS as exc:
             if not self._redis_down:
                 log.warning("Redis unreachable for peer replay checks (%s); using the in-memory record", exc)
@@ -180,13 +181,13 @@ class Inbox:
         ids, self._to_mark = self._to_mark, []
         if not ids:
             return
-        now = self.codec.clock()
+        now, forget_after = self.codec.clock(), self.codec.clock() + 2 * self.codec.window
         with contextlib.suppress(*REDIS_ERRORS):  # the in-memory record holds; only a restart misses these
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(self._seen_key, dict.fromkeys(ids, now + 2 * self.codec.window))
-                pipe.zremrangebyscore(self._seen_key, "-inf", now)
-                pipe.pexpire(self._seen_key, int(2 * self.codec.window * 1000))
-                await pipe.execute()
+            await self._redis.execute([
+                ["ZADD", self._seen_key, *[arg for message_id in ids for arg in (forget_after, message_id)]],
+                ["ZREMRANGEBYSCORE", self._seen_key, "-inf", now],
+                ["PEXPIRE", self._seen_key, int(2 * self.codec.window * 1000)],
+            ])
 
     async def flush(self) -> None:
         """Write the ids still waiting to the Redis record now (a stop: the next process should know them)."""
@@ -205,6 +206,8 @@ class Inbox:
         self._closed = True
         if self._marker is not None:
             self._marker.cancel()
+        if self._redis is not None:
+            self._redis.close()
         if self._queue.full():
             self._queue.get_nowait()  # one undelivered message is lost at shutdown; the end mark must fit
         self._queue.put_nowait(_CLOSED)

@@ -6,6 +6,7 @@ member's inbox with ``XREAD BLOCK`` in batches; on start it reads back one repla
 this member was restarting still arrive, and those it had already accepted are refused by the Redis seen-record.
 Redis going away (a restart, a network cut) never ends the reader: it reconnects with a capped backoff and
 continues after the last entry it read. Redis is not trusted: entries are envelopes checked like any other.
+Commands go through the lean client (``sidecar.resp``): one connection for sending, one for the blocking read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sidecar.peers.envelope import EnvelopeCodec
 from sidecar.peers.inbox import Inbox
 from sidecar.peers.outbox import Outbox
 from sidecar.redis_client import REDIS_ERRORS
+from sidecar.resp import RespClient
 
 INBOX_MAXLEN = 10_000  # entries kept per inbox: seconds of traffic at full speed, more than a window when idle
 READ_BATCH = 256
@@ -49,7 +51,8 @@ class RedisTransport:
     ) -> None:
         self._codec = codec
         self._inbox = inbox
-        self._redis = redis
+        self._sender = RespClient.from_client(redis)
+        self._reading = RespClient.from_client(redis)  # held by XREAD BLOCK: a connection of its own
         self._inbox_key = inbox_key
         self._reader: asyncio.Task[None] | None = None
         self._send_down = False
@@ -70,16 +73,18 @@ class RedisTransport:
             await self._inbox.flush()
         finally:
             self._inbox.close()
+            self._sender.close()
+            self._reading.close()
 
     async def send(self, recipients: Sequence[int], payload: bytes) -> None:
         await self._outbox.send(recipients, payload)
 
     async def _deliver(self, recipient: int, events: list[str]) -> None:
+        key = self._inbox_key(recipient)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.xadd(self._inbox_key(recipient), {ENTRY_FIELD: event}, maxlen=INBOX_MAXLEN, approximate=True)
-                await pipe.execute()
+            await self._sender.execute(
+                [["XADD", key, "MAXLEN", "~", INBOX_MAXLEN, "*", ENTRY_FIELD, event] for event in events]
+            )
         except REDIS_ERRORS as exc:
             if not self._send_down:
                 log.warning("peer message to member %d not delivered: Redis unreachable (%s)", recipient, exc)
@@ -100,9 +105,11 @@ class RedisTransport:
         while True:
             try:
                 if loop.time() >= next_trim:
-                    await self._redis.xtrim(key, maxlen=INBOX_MAXLEN, approximate=True)
+                    await self._reading.call("XTRIM", key, "MAXLEN", "~", INBOX_MAXLEN)
                     next_trim = loop.time() + TRIM_EVERY
-                batches = await self._redis.xread({key: last_id}, count=READ_BATCH, block=BLOCK_MS)
+                batches = await self._reading.call(
+                    "XREAD", "COUNT", READ_BATCH, "BLOCK", BLOCK_MS, "STREAMS", key, last_id
+                )
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
@@ -125,15 +132,16 @@ class RedisTransport:
             del batches  # not held while the next XREAD blocks: a batch may be megabytes of junk
 
     async def _hand_over(self, batches: Any, last_id: str | bytes) -> str | bytes:
-        """Hand one XREAD answer (RESP2: a list of pairs; RESP3: a dict) to the inbox; the last entry id read."""
-        for _stream, entries in (batches.items() if isinstance(batches, dict) else batches or ()):
+        """Hand one XREAD answer (RESP2: [[stream, [[id, [field, value, ...]], ...]]]) to the inbox; the last entry
+        id read. Whatever shape a stranger's entry has, it costs a counted rejection, not the reader."""
+        for _stream, entries in batches or ():
             raws = []
             for entry_id, fields in entries:
                 last_id = entry_id
-                raw = fields.get(ENTRY_FIELD.encode(), fields.get(ENTRY_FIELD)) if isinstance(fields, dict) else None
-                if isinstance(raw, (bytes, str)):
-                    raws.append(raw)
+                found = [v for f, v in zip(fields[::2], fields[1::2]) if f == ENTRY_FIELD.encode()]
+                if len(found) == 1 and isinstance(found[0], bytes):
+                    raws.append(found[0])
                 else:
-                    self._inbox.reject("malformed", "a stream entry without an envelope field")
+                    self._inbox.reject("malformed", "a stream entry without one envelope field")
             await self._inbox.receive(raws)
         return last_id

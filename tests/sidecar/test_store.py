@@ -11,15 +11,20 @@ import redis
 import redis.asyncio as aioredis
 
 from sidecar.redis_server import RedisServer
+from sidecar.resp import RespClient
 from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, Store, StoreKeys
 
 RELAY_A = "wss://relay-a.example.org"
 RELAY_B = "wss://relay-b.example.org"
 
 
-@pytest.fixture
-def store(redis_client: aioredis.Redis) -> Store:
-    return Store(redis_client, namespace="fed", member=1)
+@pytest.fixture(params=["redis-py", "lean"])
+async def store(redis_client: aioredis.Redis, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """A store on redis-py alone, and one whose busy operations go through the lean client."""
+    fast = RespClient.from_client(redis_client) if request.param == "lean" else None
+    yield Store(redis_client, namespace="fed", member=1, fast=fast)
+    if fast is not None:
+        await fast.aclose()
 
 
 async def until(check: Callable[[], Awaitable[bool]], *, tries: int = 500) -> bool:
@@ -77,11 +82,14 @@ async def test_bad_ids_and_ttls_are_refused(store: Store, redis_client: aioredis
 # -- dedupe
 
 
-async def test_a_request_is_claimed_once_and_the_claim_expires(redis_client: aioredis.Redis) -> None:
-    store = Store(redis_client, namespace="fed", member=1, dedupe_ttl=600)
+async def test_a_request_is_claimed_once_and_the_claim_expires(store: Store, redis_client: aioredis.Redis) -> None:
+    store = Store(redis_client, namespace="fed", member=1, dedupe_ttl=600, fast=store.fast)
     assert await store.claim_request("req1") is True
     assert await store.claim_request("req1") is False
     assert await store.claim_request("req2") is True
+    assert await store.claim_request("req2", token="mine") is False
+    assert await store.claim_request("req3", token="mine") is True
+    assert await store.claim_request("req3", token="mine") is True  # a retry of one's own claim
     assert 0 < await redis_client.ttl(store.keys.seen_request("req1")) <= 600
 
 
@@ -368,9 +376,14 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         srv.stop()
 
 
-async def test_state_survives_a_server_restart(server: RedisServer) -> None:
+CLIENTS = pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "lean"])
+
+
+@CLIENTS
+async def test_state_survives_a_server_restart(server: RedisServer, lean: bool) -> None:
     client = aioredis.Redis.from_url(server.url)
-    store = Store(client, namespace="fed", member=1, job_ttl=900)
+    fast = RespClient.from_client(client) if lean else None
+    store = Store(client, namespace="fed", member=1, job_ttl=900, fast=fast)
     await store.claim_request("req")
     await store.save_job("open", b"half", phase="agreement", updated_at=1.0)
     await store.save_job("done", b"s", phase="signing", updated_at=2.0)
@@ -385,7 +398,7 @@ async def test_state_survives_a_server_restart(server: RedisServer) -> None:
     server.start()  # an empty script cache: the scripts must load themselves again
     client = aioredis.Redis.from_url(server.url)
     try:
-        store = Store(client, namespace="fed", member=1, job_ttl=900)
+        store = Store(client, namespace="fed", member=1, job_ttl=900, fast=fast)  # the lean one reconnects
         assert await store.claim_request("req") is False
         assert await store.in_flight() == ["open"]
         assert await store.load_job("open") == b"half"
@@ -398,6 +411,8 @@ async def test_state_survives_a_server_restart(server: RedisServer) -> None:
         assert await store.in_flight() == []
     finally:
         await client.aclose()
+        if fast is not None:
+            await fast.aclose()
 
 
 async def _every_operation(store: Store) -> list[Callable[[], Awaitable[object]]]:
@@ -413,10 +428,12 @@ async def _every_operation(store: Store) -> list[Callable[[], Awaitable[object]]
     ]
 
 
-async def test_a_stopped_server_raises_connection_error(server: RedisServer) -> None:
+@CLIENTS
+async def test_a_stopped_server_raises_connection_error(server: RedisServer, lean: bool) -> None:
     client = aioredis.Redis.from_url(server.url)
+    fast = RespClient.from_client(client) if lean else None
     try:
-        store = Store(client, namespace="fed", member=1)
+        store = Store(client, namespace="fed", member=1, fast=fast)
         assert await store.ping() is True
         await store.claim_request("warm")  # a pooled connection exists when the server goes away
         server.stop()
@@ -426,3 +443,5 @@ async def test_a_stopped_server_raises_connection_error(server: RedisServer) -> 
         assert await store.ping() is False
     finally:
         await client.aclose()
+        if fast is not None:
+            await fast.aclose()

@@ -1,0 +1,126 @@
+"""The lean Redis client against a real Redis: replies of every kind, batches, errors as redis-py's, callers at
+once and cancelled ones, a server restart, database and password."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from sidecar.redis_server import RedisServer
+from sidecar.resp import _INCOMPLETE, RespClient, pack, parse
+
+
+async def test_replies_of_every_kind(redis_client: aioredis.Redis) -> None:
+    client = RespClient.from_client(redis_client)
+    try:
+        assert await client.call("SET", "k", b"v\r\nw") == "OK"
+        assert await client.call("GET", "k") == b"v\r\nw"
+        assert await client.call("GET", "missing") is None
+        assert await client.call("INCRBY", "n", 5) == 5
+        assert await client.call("ZADD", "z", 1.5, "a", 2, "b") == 2
+        assert await client.call("ZRANGE", "z", 0, -1, "WITHSCORES") == [b"a", b"1.5", b"b", b"2"]
+        assert await client.call("XREAD", "COUNT", 1, "STREAMS", "nothing", "0-0") is None
+        assert await redis_client.get("k") == b"v\r\nw"  # the same server redis-py talks to
+    finally:
+        await client.aclose()
+
+
+async def test_a_batch_goes_in_one_write_and_errors_are_redis_pys(redis_client: aioredis.Redis) -> None:
+    client = RespClient.from_client(redis_client)
+    try:
+        replies = await client.execute(
+            [["SET", "a", 1], ["EVALSHA", "0" * 40, 0], ["LPUSH", "a", "x"], ["GET", "a"]], raise_on_error=False
+        )
+        assert replies[0] == "OK" and replies[3] == b"1"
+        assert isinstance(replies[1], NoScriptError) and type(replies[2]) is ResponseError
+        with pytest.raises(NoScriptError):
+            await client.execute([["GET", "a"], ["EVALSHA", "0" * 40, 0]])
+        sha = await client.call("SCRIPT", "LOAD", "return ARGV[1]")
+        assert await client.call("EVALSHA", sha, 0, "back") == b"back"
+        with pytest.raises(ValueError):
+            await client.call("SET", "a", True)  # refused before anything is sent
+        assert await client.call("GET", "a") == b"1"
+    finally:
+        await client.aclose()
+
+
+async def test_callers_at_once_and_a_cancelled_one_keep_the_order(redis_client: aioredis.Redis) -> None:
+    client = RespClient.from_client(redis_client)
+    try:
+        await client.call("SET", "slow", "x")
+        values = [f"value {i}".encode() for i in range(200)]
+        await client.execute([["SET", f"k{i}", v] for i, v in enumerate(values)])
+        cancelled = asyncio.ensure_future(client.call("GET", "slow"))
+        replies = asyncio.gather(*(client.call("GET", f"k{i}") for i in range(200)))
+        cancelled.cancel()
+        assert await replies == values
+        assert await client.call("GET", "slow") == b"x"
+    finally:
+        await client.aclose()
+
+
+async def test_a_restart_fails_the_waiting_and_the_next_call_connects_again(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = RespClient.from_client(aioredis.Redis.from_url(server.url))
+    try:
+        assert await client.call("PING") == "PONG"
+        blocked = asyncio.ensure_future(client.call("BLPOP", "never", 0))
+        await asyncio.sleep(0.1)
+        server.stop()
+        with pytest.raises(RedisConnectionError):
+            await blocked
+        with pytest.raises(RedisConnectionError):
+            await client.call("PING")  # nobody listens
+        await asyncio.to_thread(server.start)
+        assert await client.call("PING") == "PONG"
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_database_and_password_come_from_the_redis_py_client(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        await admin.config_set("requirepass", "s3cret")
+        await admin.aclose()
+        admin = aioredis.Redis.from_url(server.url, password="s3cret")
+        authed = aioredis.Redis.from_url(f"{server.url}?db=3", password="s3cret")
+        client = RespClient.from_client(authed)
+        try:
+            await client.call("SET", "where", "db3")
+            assert await authed.get("where") == b"db3"
+            assert await admin.get("where") is None  # database 0
+        finally:
+            await client.aclose()
+            await authed.aclose()
+        refused = RespClient.from_client(aioredis.Redis.from_url(server.url, password="wrong"))
+        with pytest.raises(RedisConnectionError, match="AUTH"):
+            await refused.call("PING")
+        await refused.aclose()
+    finally:
+        await admin.aclose()
+        server.stop()
+
+
+def test_replies_split_anywhere_are_read_whole() -> None:
+    replies = b"+OK\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n$1\r\nx\r\n*1\r\n:7\r\n-ERR no\r\n*-1\r\n"
+    expected = ["OK", 42, b"abc", None, [b"x", [7]], "ERR no", None]
+    for cut in range(len(replies)):
+        buffer, got, pos = bytearray(replies[:cut]), [], 0
+        for part in (replies[cut:], b""):
+            while True:
+                reply, pos = parse(buffer, pos)
+                if reply is _INCOMPLETE:
+                    break
+                got.append(str(reply) if isinstance(reply, ResponseError) else reply)
+            buffer += part
+        assert got == expected, cut
+    assert pack(["SET", b"k", 1, 2.5]) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$3\r\n2.5\r\n"
