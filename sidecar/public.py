@@ -121,54 +121,62 @@ class PublicSide:
             self.metrics.request_rejected("malformed")
 
     async def _intake(self, batch: list[Received]) -> None:
-        for data, size in batch:
-            try:
-                await self._accept(data, size)
-            except redis.RedisError:
-                self.metrics.redis_error()
-                log.exception("request intake: Redis error")
+        """The requests a relay handed over together are checked, then claimed in one round trip."""
+        now = self.clock()
+        requests = [request for data, size in batch if (request := self._check(data, size, now)) is not None]
+        if not requests:
+            return
+        # Remembered until the request would be refused as stale anyway; claimed even if Redis is briefly away
+        # (a request dropped then would never come back: the relay sent it once).
+        claims = [(r.event.id, r.event.created_at + self.max_request_age - now + 1.0, os.urandom(8).hex())
+                  for r in requests]
+        try:
+            claimed = await self._stored(lambda: self.store.claim_requests(claims))
+        except redis.RedisError:
+            self.metrics.redis_error()
+            log.exception("request intake: Redis error")
+            return
+        for request, first in zip(requests, claimed):
+            if not first:
+                self.metrics.request_rejected("duplicate")
+                continue
+            self.metrics.request_seen(request.kind)
+            await self.on_request(request)
 
-    async def _accept(self, data: dict[str, Any], size: int) -> None:
+    def _check(self, data: dict[str, Any], size: int, now: float) -> JobRequest | None:
+        """The job request in a relay's event, or None (counted) if it is none for this federation."""
         reject = self.metrics.request_rejected
         if size - _WRAPPER > MAX_EVENT_BYTES:
             reject("oversize")
-            return
+            return None
         try:
             event = NostrEvent.from_dict(data)
         except ValueError:
             reject("malformed")
-            return
+            return None
         if event.kind not in self.kinds:
             reject("wrong_kind")
-            return
+            return None
         if not signature_valid(event):
             reject("malformed")
-            return
+            return None
         try:
             request = parse_job_request(event)
         except ValueError as exc:
             log.info("request %s refused: %s", event.id, exc)
             reject("malformed")
-            return
+            return None
         if request.encrypted:
             log.info("request %s is encrypted: not supported yet, skipped", event.id)
             reject("encrypted")
-            return
-        now = self.clock()
+            return None
         if not now - self.max_request_age <= event.created_at <= now + MAX_CLOCK_SKEW:
             reject("stale")
-            return
+            return None
         if not self._addressed(request):
             reject("unaddressed")
-            return
-        # Remembered until the request would be refused as stale anyway; claimed even if Redis is briefly away
-        # (a request dropped then would never come back: the relay sent it once).
-        remember, token = event.created_at + self.max_request_age - now + 1.0, os.urandom(8).hex()
-        if not await self._stored(lambda: self.store.claim_request(event.id, ttl=remember, token=token)):
-            reject("duplicate")
-            return
-        self.metrics.request_seen(event.kind)
-        await self.on_request(request)
+            return None
+        return request
 
     def _addressed(self, request: JobRequest) -> bool:
         if self.group_pubkey in request.service_providers:

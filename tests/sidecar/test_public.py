@@ -1,16 +1,19 @@
-"""The public side's publication: an event just put in the outbox goes out at once, and what that first round
-does not deliver stays due for the outbox's poll. A real relay, a real Redis, events checked with nostr-sdk."""
+"""The public side: the requests a relay hands over together are claimed in one round trip; an event just put in
+the outbox goes out at once, and what that first round does not deliver stays due for the outbox's poll. A real
+relay, a real Redis, events checked with nostr-sdk."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from nostr_sdk import Filter, Keys, Kind, ReqTarget
 
-from consensus.nip90 import UnsignedEvent
+from consensus.nip90 import JobRequest, UnsignedEvent
 from sidecar import public
 from sidecar.metrics import Metrics
 from sidecar.public import PublicSide
@@ -49,6 +52,45 @@ async def relay() -> AsyncIterator[EmbeddedRelay]:
 def no_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     """The outbox's poll comes only at start: anything published later was published by publish_now."""
     monkeypatch.setattr(public, "POLL_EVERY", 3600.0)
+
+
+class CountingStore(Store):
+    claim_calls = 0
+
+    async def claim_requests(self, claims):  # type: ignore[no-untyped-def]
+        self.claim_calls += 1
+        return await super().claim_requests(claims)
+
+
+async def test_the_requests_of_one_batch_are_claimed_together(redis_client: aioredis.Redis) -> None:
+    group = "ab" * 32
+    store = CountingStore(redis_client, namespace="pub", member=1)
+    metrics = Metrics(members=(1, 2, 3), relays=("ws://127.0.0.1:1",), kinds=(5050,), version="test")
+    seen: list[str] = []
+
+    async def on_request(request: JobRequest) -> None:
+        seen.append(request.event.id)
+
+    side = PublicSide(relays=("ws://127.0.0.1:1",), group_pubkey=group, kinds=(5050,), accept_unaddressed=False,
+                      store=store, metrics=metrics, on_request=on_request)
+    customer = Keys.generate()
+    now = int(time.time())
+    requests = [sign_with_keys(UnsignedEvent(customer.public_key().to_hex(), now, 5050,
+                                             (("i", f"job {n}", "text"), ("p", group)), ""), customer)
+                for n in range(3)]
+    wrong_kind = sign_with_keys(UnsignedEvent(customer.public_key().to_hex(), now, 5051, (("p", group),), ""),
+                                customer)
+    batch = [(json.loads(e.to_json()), len(e.to_json())) for e in [*requests, requests[0], wrong_kind]]
+    await side._intake(batch)
+    assert seen == [e.id for e in requests] and store.claim_calls == 1
+    await side._intake(batch[:1])  # a relay sending it again later
+    assert seen == [e.id for e in requests]
+
+    def rejected(reason: str) -> float:
+        value = metrics.registry.get_sample_value("dvm_sidecar_requests_rejected_total", {"reason": reason})
+        return value or 0.0
+
+    assert rejected("duplicate") == 2 and rejected("wrong_kind") == 1
 
 
 async def test_an_event_just_enqueued_is_published_without_waiting_for_the_poll(
