@@ -84,7 +84,7 @@ class JobRunner:
         self._states: dict[str, JobState] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._timers: dict[str, dict[str, asyncio.TimerHandle]] = {}  # job id -> timer name -> handle
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._stored = RedisWait(metrics.redis_error, f"member {member.me}: job state")
@@ -165,8 +165,9 @@ class JobRunner:
 
     async def close(self) -> None:
         self._closed = True
-        for handle in self._timers.values():
-            handle.cancel()
+        for timers in self._timers.values():
+            for handle in timers.values():
+                handle.cancel()
         self._timers.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -331,22 +332,26 @@ class JobRunner:
         )
 
     def _set_timer(self, timer: SetTimer) -> None:
-        key = (timer.job_id, timer.name)
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
         if self._closed:
             return
+        timers = self._timers.setdefault(timer.job_id, {})
+        old = timers.pop(timer.name, None)
+        if old is not None:
+            old.cancel()
         delay = max(0.0, timer.at - self.clock())
         loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, self._fire, timer.job_id, timer.name)
+        timers[timer.name] = loop.call_later(delay, self._fire, timer.job_id, timer.name)
 
     def _fire(self, job_id: str, name: str) -> None:
-        self._timers.pop((job_id, name), None)
+        timers = self._timers.get(job_id)
+        if timers is not None:
+            timers.pop(name, None)
+            if not timers:
+                del self._timers[job_id]
         task = asyncio.get_running_loop().create_task(self.feed(TimerFired(job_id, name)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _cancel_timers(self, job_id: str) -> None:
-        for key in [k for k in self._timers if k[0] == job_id]:
-            self._timers.pop(key).cancel()
+        for handle in self._timers.pop(job_id, {}).values():
+            handle.cancel()
