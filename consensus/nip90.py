@@ -129,15 +129,13 @@ class UnsignedEvent:
         """The signed event; the signature is not checked here (the shell verifies with nostr-sdk)."""
         if not isinstance(sig, (bytes, bytearray)) or len(sig) != 64:
             raise ValueError("a BIP-340 signature is 64 bytes")
-        return NostrEvent(
-            id=self.event_id().hex(),
-            pubkey=self.pubkey,
-            created_at=self.created_at,
-            kind=self.kind,
-            tags=self.tags,
-            content=self.content,
-            sig=bytes(sig).hex(),
-        )
+        # Built without NostrEvent's checks: they would check again the fields this event checked when it was
+        # made, and hash it again for an id it already holds.
+        event = object.__new__(NostrEvent)
+        fields = {"id": self.event_id().hex(), "pubkey": self.pubkey, "created_at": self.created_at,
+                  "kind": self.kind, "tags": self.tags, "content": self.content, "sig": bytes(sig).hex()}
+        event.__dict__.update(fields)
+        return event
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 
 from consensus import frost
 from consensus.agreement import (
@@ -58,7 +57,8 @@ from consensus.effects import (
 from consensus.errors import InvalidContribution
 from consensus.federation import Federation
 from consensus.jobstate import Announcement, JobState, Phase
-from consensus.messages import Announce, GiveUp, Message, Share, SignRequest
+from consensus.messages import Announce, GiveUp, Message, Share, SignRequest, Target
+from consensus.nip90 import UnsignedEvent
 from consensus.policies import ResultPayload
 from consensus.signer import ERROR_INFO, NO_QUORUM_INFO, _on_sign_request
 
@@ -84,6 +84,7 @@ class Member:
         self._rng = rng
         self._nonces: dict[str, dict[bytes, frost.SigningNonces]] = {}
         self._rotations: dict[str, tuple[int, ...]] = {}  # per job, dropped with its nonces
+        self._events: dict[str, dict[tuple[Target, bytes], UnsignedEvent]] = {}  # per job: events built
 
     def __repr__(self) -> str:
         return f"Member({self.me} of {self.federation.n}, t={self.federation.threshold})"
@@ -99,6 +100,15 @@ class Member:
     def forget(self, job_id: str) -> None:
         self._nonces.pop(job_id, None)
         self._rotations.pop(job_id, None)
+        self._events.pop(job_id, None)
+
+    def built_event(self, job_id: str, target: Target, digest: bytes) -> UnsignedEvent | None:
+        """The event already built for a job's target and digest (the same bytes however often it is built:
+        a coordinator, a signer's check and a DONE's check each ask for it)."""
+        return self._events.get(job_id, {}).get((target, digest))
+
+    def keep_event(self, job_id: str, target: Target, digest: bytes, event: UnsignedEvent) -> None:
+        self._events.setdefault(job_id, {})[(target, digest)] = event
 
     def rotation(self, job_id: str) -> tuple[int, ...]:
         """The job's coordinator order, computed once per job (it is asked for on every peer message)."""
@@ -141,11 +151,11 @@ class _Step:
     def evidence(self, member: int, kind: str, detail: str) -> None:
         if (member, kind) in self.s.flagged:
             return
-        self.s = replace(self.s, flagged=self.s.flagged | {(member, kind)})
+        self.s = self.s.evolve(flagged=self.s.flagged | {(member, kind)})
         self.fx.append(Evidence(self.s.job_id, member, kind, detail))
 
     def update(self, **changes: object) -> None:
-        self.s = replace(self.s, **changes)  # type: ignore[arg-type]
+        self.s = self.s.evolve(**changes)
 
 
 def step(member: Member, state: JobState | None, event: Input, now: float) -> tuple[JobState, list[Effect]]:

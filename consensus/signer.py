@@ -104,12 +104,18 @@ def _build_event(st: _Step, target: Target, digest: bytes) -> UnsignedEvent | No
     request = s.request
     if request is None:
         return None
+    built = st.m.built_event(s.job_id, target, digest)
+    if built is not None:
+        return built
     author = st.fed.pubkey
     created_at = request.event.created_at
     if target is Target.RESULT:
         payload = next((a.payload for a in s.announcements.values() if a.digest == digest and a.payload), None)
         if payload is None:
             return None
-        return build_result_event(request, payload, author, created_at=created_at)
-    info = NO_QUORUM_INFO if target is Target.NO_QUORUM else ERROR_INFO
-    return build_feedback_event(request, "error", info, author, created_at=created_at)
+        event = build_result_event(request, payload, author, created_at=created_at)
+    else:
+        info = NO_QUORUM_INFO if target is Target.NO_QUORUM else ERROR_INFO
+        event = build_feedback_event(request, "error", info, author, created_at=created_at)
+    st.m.keep_event(s.job_id, target, digest, event)
+    return event

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -88,3 +89,13 @@ def test_from_json_refuses_what_it_did_not_write() -> None:
     ):
         with pytest.raises(ValueError):
             JobState.from_json(broken)
+
+
+def test_evolve_is_replace() -> None:
+    state = JobState(job_id="ab" * 32, phase=Phase.PENDING, created_at=1.0)
+    evolved = state.evolve(phase=Phase.RUNNING, attempt=2)
+    assert evolved == replace(state, phase=Phase.RUNNING, attempt=2) and evolved is not state
+    assert state.phase is Phase.PENDING and state.attempt == 0  # the original is untouched
+    assert hash(evolved.to_json()) == hash(replace(state, phase=Phase.RUNNING, attempt=2).to_json())
+    with pytest.raises(TypeError, match="no field"):
+        state.evolve(phases=Phase.DONE)
