@@ -146,7 +146,7 @@ class DvmAdapter:
                 request, author=self.operator_pubkey, dvm_pubkey=self.dvm_pubkey,
                 created_at=int(self.clock()),
             )
-            event = sign_with_keys(unsigned, self.keys)
+            event = sign_with_keys(unsigned, self.keys, self.operator_pubkey)
         self._remember(event.id, request.event.id)
         refusal = await self._publish(event)
         if refusal is not None:
@@ -213,7 +213,7 @@ class DvmAdapter:
         tags = (("i", spec.input, "text"), ("p", self.canary_addressee))
         self._canary_at = max(int(self.clock()), self._canary_at + 1)
         unsigned = UnsignedEvent(self.operator_pubkey, self._canary_at, spec.kind, tags, "")
-        event = sign_with_keys(unsigned, self.keys)
+        event = sign_with_keys(unsigned, self.keys, self.operator_pubkey)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._canaries[event.id] = future
         result: CanaryResult

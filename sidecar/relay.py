@@ -219,8 +219,9 @@ def verify(event: NostrEvent | Event) -> bool:
         return False
 
 
-def sign_with_keys(unsigned: UnsignedEvent, keys: Keys) -> NostrEvent:
-    """Sign an event the core built with a single key (an operator's identity key, a DVM's key)."""
-    if keys.public_key().to_hex() != unsigned.pubkey:
+def sign_with_keys(unsigned: UnsignedEvent, keys: Keys, pubkey: str | None = None) -> NostrEvent:
+    """Sign an event the core built with a single key (an operator's identity key, a DVM's key). ``pubkey``:
+    the key's x-only hex, when the caller holds it already (asking nostr-sdk costs two calls into it)."""
+    if (pubkey or keys.public_key().to_hex()) != unsigned.pubkey:
         raise ValueError("the event's pubkey is not this key's")
     return unsigned.with_signature(bytes.fromhex(keys.sign_schnorr(unsigned.event_id())))

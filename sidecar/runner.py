@@ -54,6 +54,7 @@ log = logging.getLogger("dvm_sidecar.runner")
 
 MAX_PENDING_JOBS = 10_000  # jobs in memory at once; more are refused (a flood of job ids)
 FINISHED_MEMORY = 4096  # finished job ids remembered in memory to drop late messages without a Redis read
+FINAL_STATES = 512  # the last finished jobs' states kept in memory: their late inputs (evidence) read no Redis
 LEAVING = (Send, RunDvm, Publish, Evidence, Finished)  # effects seen outside this process: their state first
 
 
@@ -83,6 +84,7 @@ class JobRunner:
         self.clock = clock
         self._states: dict[str, JobState] = {}
         self._finished: OrderedDict[str, str] = OrderedDict()
+        self._final: OrderedDict[str, JobState] = OrderedDict()  # the newest of them, with their states
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, dict[str, asyncio.TimerHandle]] = {}  # job id -> timer name -> handle
         self._tasks: set[asyncio.Task[None]] = set()
@@ -205,7 +207,7 @@ class JobRunner:
     async def _feed_finished(self, job_id: str, event: Input, state: JobState | None = None) -> None:
         """Late inputs for a finished job only matter as evidence (a divergent answer arriving last)."""
         if state is None:
-            state = await self._load(job_id)
+            state = self._final.get(job_id) or await self._load(job_id)
             if state is None:
                 return
         _, effects = step(self.member, state, event, self.clock())
@@ -260,7 +262,7 @@ class JobRunner:
             )
             self._states.pop(job_id, None)
             self._locks.pop(job_id, None)
-            self._remember_finished(job_id, finished[0].outcome)
+            self._remember_finished(job_id, finished[0].outcome, new)
             self._cancel_timers(job_id)
         else:
             if not await self._writes.write(JobWrite(job_id, blob, new.phase.value, self.clock())):
@@ -270,10 +272,13 @@ class JobRunner:
         self._observe_phases(old, new)
         await self._execute(job_id, effects)
 
-    def _remember_finished(self, job_id: str, outcome: str) -> None:
+    def _remember_finished(self, job_id: str, outcome: str, state: JobState) -> None:
         self._finished[job_id] = outcome
         while len(self._finished) > FINISHED_MEMORY:
             self._finished.popitem(last=False)
+        self._final[job_id] = state
+        while len(self._final) > FINAL_STATES:
+            self._final.popitem(last=False)
 
     def _observe_phases(self, old: JobState | None, new: JobState) -> None:
         if new.request is None:
