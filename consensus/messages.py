@@ -171,7 +171,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_signers: int 
         if raw_payload is not None:
             if not isinstance(raw_payload, dict):
                 raise ValueError("announce: payload must be an object or null")
-            payload = ResultPayload.from_json(json.dumps(raw_payload, ensure_ascii=False), max_bytes=max_bytes)
+            payload = ResultPayload.from_obj(raw_payload)  # the message's size bounds it already
         return Announce(job_id, _hex(body, "digest", 32), payload, _commitment(body["commitment"]))
     if kind == "give_up":
         return GiveUp(job_id, _commitment(body["commitment"]))

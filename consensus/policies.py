@@ -61,7 +61,11 @@ class ResultPayload:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> ResultPayload:
-        data = loads_bounded(text, max_bytes=max_bytes, max_depth=_PAYLOAD_DEPTH, what="result payload")
+        return cls.from_obj(loads_bounded(text, max_bytes=max_bytes, max_depth=_PAYLOAD_DEPTH, what="result payload"))
+
+    @classmethod
+    def from_obj(cls, data: object) -> ResultPayload:
+        """From parsed JSON (a peer message's field, say): the same checks as ``from_json`` past the parser."""
         if not isinstance(data, dict):
             raise ValueError("a result payload must be a JSON object")
         if set(data) != set(_PAYLOAD_FIELDS):
