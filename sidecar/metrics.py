@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -84,6 +84,7 @@ class Metrics:
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {list(values)}")
         self.registry: CollectorRegistry = _Registry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # labelled series, looked up once
         reg = self.registry
 
         self.build_info = Gauge(
@@ -200,21 +201,30 @@ class Metrics:
     def _peer(self, member: int) -> str:
         return _check(str(member), self.members, "peer")
 
+    def _series(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: prometheus-client's lookup costs more than the increment, and the
+        busy paths count several things per job. The values are checked by the caller, as for ``labels``."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     # Public side.
     def request_seen(self, kind: int) -> None:
-        self.requests_seen.labels(_check(str(kind), self.kinds, "kind")).inc()
+        self._series(self.requests_seen, _check(str(kind), self.kinds, "kind")).inc()
 
     def request_rejected(self, reason: RequestRejectReason) -> None:
         self.requests_rejected.labels(_check(reason, REQUEST_REJECT_REASONS, "reason")).inc()
 
     def job_finished(self, outcome: Outcome) -> None:
-        self.jobs.labels(_check(outcome, OUTCOMES, "outcome")).inc()
+        self._series(self.jobs, _check(outcome, OUTCOMES, "outcome")).inc()
 
     def set_jobs_in_flight(self, count: int) -> None:
         self.jobs_in_flight.set(count)
 
     def observe_phase(self, phase: Phase, seconds: float) -> None:
-        self.phase_duration.labels(_check(phase, PHASES, "phase")).observe(seconds)
+        self._series(self.phase_duration, _check(phase, PHASES, "phase")).observe(seconds)
 
     def observe_signing_sessions(self, sessions: int) -> None:
         self.signing_sessions.observe(sessions)
@@ -230,18 +240,18 @@ class Metrics:
         self.equivocations.labels(self._peer(member)).inc()
 
     def peer_seen(self, member: int, at: float | None = None) -> None:
-        self.peer_last_seen.labels(self._peer(member)).set(time.time() if at is None else at)
+        self._series(self.peer_last_seen, self._peer(member)).set(time.time() if at is None else at)
 
     def peer_message(self, message_type: PeerMessageType) -> None:
-        self.peer_messages.labels(_check(message_type, PEER_MESSAGE_TYPES, "type")).inc()
+        self._series(self.peer_messages, _check(message_type, PEER_MESSAGE_TYPES, "type")).inc()
 
     def peer_message_rejected(self, reason: PeerRejectReason) -> None:
         self.peer_messages_rejected.labels(_check(reason, PEER_REJECT_REASONS, "reason")).inc()
 
     # Relays, Redis, outbox, canary.
     def relay_published(self, relay: str, result: PublishResult) -> None:
-        self.relay_publish.labels(
-            _check(relay, self.relays, "relay"), _check(result, PUBLISH_RESULTS, "result")
+        self._series(
+            self.relay_publish, _check(relay, self.relays, "relay"), _check(result, PUBLISH_RESULTS, "result")
         ).inc()
 
     def set_relay_connected(self, relay: str, connected: bool) -> None:
