@@ -92,10 +92,21 @@ def parse(buffer: bytearray, pos: int) -> tuple[Reply, int]:
     raise RedisConnectionError(f"unexpected reply from Redis: {bytes(buffer[pos:pos + 16])!r}")
 
 
+class _Batch:
+    """The replies one ``execute`` waits for: ``count`` of them, in order, then ``done`` holds them all."""
+
+    __slots__ = ("count", "done", "replies")
+
+    def __init__(self, done: asyncio.Future[list[Reply]], count: int) -> None:
+        self.done = done
+        self.count = count
+        self.replies: list[Reply] = []
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Reply]] = deque()
+        self.waiting: deque[_Batch] = deque()
         self.buffer = bytearray()
         self.lost: BaseException | None = None
 
@@ -110,9 +121,12 @@ class _Protocol(asyncio.Protocol):
                 reply, pos = parse(self.buffer, pos)
                 if reply is _INCOMPLETE:
                     break
-                waiter = self.waiting.popleft()
-                if not waiter.done():  # a cancelled caller: its reply is read and dropped
-                    waiter.set_result(reply)
+                batch = self.waiting[0]
+                batch.replies.append(reply)
+                if len(batch.replies) == batch.count:
+                    self.waiting.popleft()
+                    if not batch.done.done():  # a cancelled caller: its replies are read and dropped
+                        batch.done.set_result(batch.replies)
         except (ValueError, RedisConnectionError) as exc:
             self._fail(RedisConnectionError(f"unreadable reply from Redis: {exc}"))
             assert self.transport is not None
@@ -126,9 +140,9 @@ class _Protocol(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         self.lost = exc
         while self.waiting:
-            waiter = self.waiting.popleft()
-            if not waiter.done():
-                waiter.set_exception(exc)
+            batch = self.waiting.popleft()
+            if not batch.done.done():
+                batch.done.set_exception(exc)
 
 
 class RespClient:
@@ -187,12 +201,11 @@ class RespClient:
 
     async def _send(self, packed: bytes, count: int) -> list[Reply]:
         protocol = await self._connection()
-        loop = asyncio.get_running_loop()
-        waiters = [loop.create_future() for _ in range(count)]
-        protocol.waiting.extend(waiters)
+        batch = _Batch(asyncio.get_running_loop().create_future(), count)
+        protocol.waiting.append(batch)
         assert protocol.transport is not None
         protocol.transport.write(packed)
-        return await asyncio.gather(*waiters)  # a lost connection: the first error, the others retrieved
+        return await batch.done
 
     def close(self) -> None:
         """Close the connection (commands waiting fail); a connection being made is abandoned."""
@@ -237,11 +250,11 @@ class RespClient:
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
         for command in self._setup:
-            waiter: asyncio.Future[Reply] = loop.create_future()
-            protocol.waiting.append(waiter)
+            batch = _Batch(loop.create_future(), 1)
+            protocol.waiting.append(batch)
             assert protocol.transport is not None
             protocol.transport.write(pack(command))
-            reply = await waiter
+            (reply,) = await batch.done
             if isinstance(reply, ResponseError):
                 protocol.transport.close()
                 raise RedisConnectionError(f"Redis refused {command[0]!s}: {reply}")
