@@ -28,7 +28,7 @@ co-signed burst per transport (``FILE.nostr``, ``FILE.redis``) and prints its to
     .venv/bin/python bench/e2e.py [--jobs N] [--concurrency C] [--latency-jobs L] [--rounds R]
                                   [--transports nostr,redis] [--in-process [--profile FILE]] [--time-limit S]
 
-The defaults take 2-3 minutes on a 2-core machine, most of it setting up the federations through the CLI.
+The defaults take about a minute on a 2-core machine, most of it setting up the federations through the CLI.
 Everything started is stopped at the end, on errors, on Ctrl-C and after ``--time-limit`` seconds; the
 processes also die with the benchmark if it is killed.
 """
