@@ -59,6 +59,27 @@ def _error(message: str) -> ResponseError:
     return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
 
 
+def reply_end(buffer: bytearray, pos: int) -> int:
+    """Where the reply at ``pos`` ends, or -1 while it is incomplete. A scan that builds and copies nothing, so
+    a large reply arriving in many pieces costs a scan per piece, not a parse of all that came so far."""
+    pending = 1
+    while pending:
+        end = buffer.find(b"\r\n", pos)
+        if end < 0:
+            return -1
+        kind, pending = buffer[pos], pending - 1
+        if kind == 0x24:  # $ bulk string: its length says where it ends
+            size = int(buffer[pos + 1:end])
+            pos = end + 2 + (size + 2 if size >= 0 else 0)
+            if pos > len(buffer):
+                return -1
+        else:
+            if kind == 0x2A:  # * array: that many replies more
+                pending += max(int(buffer[pos + 1:end]), 0)
+            pos = end + 2
+    return pos
+
+
 def parse(buffer: bytearray, pos: int) -> tuple[Reply, int]:
     """One reply from ``buffer`` at ``pos``: (reply, position after it), or (_INCOMPLETE, pos)."""
     end = buffer.find(b"\r\n", pos)
@@ -117,10 +138,8 @@ class _Protocol(asyncio.Protocol):
         self.buffer += data
         pos = 0
         try:
-            while self.waiting:
+            while self.waiting and reply_end(self.buffer, pos) >= 0:
                 reply, pos = parse(self.buffer, pos)
-                if reply is _INCOMPLETE:
-                    break
                 batch = self.waiting[0]
                 batch.replies.append(reply)
                 if len(batch.replies) == batch.count:

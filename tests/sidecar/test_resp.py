@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from sidecar.redis_server import RedisServer
-from sidecar.resp import _INCOMPLETE, RespClient, pack, parse
+from sidecar.resp import _INCOMPLETE, RespClient, pack, parse, reply_end
 
 
 async def test_replies_of_every_kind(redis_client: aioredis.Redis) -> None:
@@ -117,6 +117,9 @@ def test_replies_split_anywhere_are_read_whole() -> None:
         buffer, got, pos = bytearray(replies[:cut]), [], 0
         for part in (replies[cut:], b""):
             while True:
+                if reply_end(buffer, pos) < 0:
+                    assert parse(buffer, pos)[0] is _INCOMPLETE, cut  # the scan and the parser agree
+                    break
                 reply, pos = parse(buffer, pos)
                 if reply is _INCOMPLETE:
                     break
@@ -124,3 +127,13 @@ def test_replies_split_anywhere_are_read_whole() -> None:
             buffer += part
         assert got == expected, cut
     assert pack(["SET", b"k", 1, 2.5]) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$3\r\n2.5\r\n"
+
+
+async def test_a_large_reply_in_many_pieces_is_read_whole(redis_client: aioredis.Redis) -> None:
+    client = RespClient.from_client(redis_client)
+    try:
+        values = [bytes([i % 256]) * 65536 for i in range(64)]  # 4 MiB in one reply, read in pieces
+        await client.execute([["RPUSH", "big", v] for v in values])
+        assert await client.call("LRANGE", "big", 0, -1) == values
+    finally:
+        await client.aclose()
