@@ -4,6 +4,8 @@ once and cancelled ones, a server restart, database and password."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from sidecar.redis_server import RedisServer
+from sidecar.relay import free_port
 from sidecar.resp import _INCOMPLETE, RespClient, pack, parse, reply_end
 
 
@@ -137,3 +140,28 @@ async def test_a_large_reply_in_many_pieces_is_read_whole(redis_client: aioredis
         assert await client.call("LRANGE", "big", 0, -1) == values
     finally:
         await client.aclose()
+
+
+async def test_a_redis_on_a_tcp_port(tmp_path: Path) -> None:
+    """As compose deploys it (redis://redis:6379): host, port and database from the URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary (the tests' own server listens on a unix socket only)")
+    port = free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis_py = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/4")
+    client = RespClient.from_client(redis_py)
+    try:
+        for _ in range(100):  # bounded: the server takes a moment to listen
+            try:
+                assert await client.call("SET", "over", "tcp") == "OK"
+                break
+            except RedisConnectionError:
+                await asyncio.sleep(0.05)
+        assert await redis_py.get("over") == b"tcp"
+    finally:
+        await client.aclose()
+        await redis_py.aclose()
+        server.terminate()
+        server.wait(timeout=10)
