@@ -60,7 +60,7 @@ def _error(message: str) -> ResponseError:
 
 
 def reply_end(buffer: bytearray, pos: int) -> int:
-    """Where the reply at ``pos`` ends, or -1 while it is incomplete. A scan that builds and copies nothing, so
+    """Where the reply at ``pos`` ends, or -1 while it is incomplete: a scan that builds and copies nothing, so
     a large reply arriving in many pieces costs a scan per piece, not a parse of all that came so far."""
     pending = 1
     while pending:
@@ -129,6 +129,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[_Batch] = deque()
         self.buffer = bytearray()
+        self.partial = False  # the reply at the front of the buffer was found incomplete
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,8 +139,15 @@ class _Protocol(asyncio.Protocol):
         self.buffer += data
         pos = 0
         try:
-            while self.waiting and reply_end(self.buffer, pos) >= 0:
+            while self.waiting:
+                # A reply found incomplete is parsed again only once it is whole: scanning is cheap, parsing
+                # what came so far on every read is not. A reply is first parsed at once (the common case).
+                if self.partial and reply_end(self.buffer, pos) < 0:
+                    break
                 reply, pos = parse(self.buffer, pos)
+                self.partial = reply is _INCOMPLETE
+                if self.partial:
+                    break
                 batch = self.waiting[0]
                 batch.replies.append(reply)
                 if len(batch.replies) == batch.count:
