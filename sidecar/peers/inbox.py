@@ -62,6 +62,7 @@ class Inbox:
         self._redis = None if redis is None else RespClient.from_client(redis)
         self._seen_key = seen_key or f"dvm-sidecar:peer-seen:{codec.directory.me}"
         self._loaded = False  # the Redis record has been read into memory
+        self._keep = 2 * codec.window  # seconds an id is kept: two windows, as a message is stale one after its date
         self._queue: asyncio.Queue[Envelope | _Closed] = asyncio.Queue(QUEUE_SIZE)
         self._closed = False
         self._redis_down = False
@@ -134,7 +135,7 @@ class Inbox:
         return len(entries)
 
     def _memory_suffices(self) -> bool:
-        now, cover = self.codec.clock(), 2 * self.codec.window
+        now, cover = self.codec.clock(), self._keep
         early = self.codec.seen.forgot_early_at
         return (self._loaded or now - self._started > cover) and (early is None or now - early > cover)
 
@@ -147,10 +148,10 @@ class Inbox:
             if self._marker is None:
                 self._marker = asyncio.create_task(self._mark(), name="peer replay marks")
             return checked
-        forget_after = self.codec.clock() + 2 * self.codec.window
+        forget_after = self.codec.clock() + self._keep
         try:
             commands: list[list[Arg]] = [["ZADD", self._seen_key, "NX", forget_after, i.message_id] for i in checked]
-            commands.append(["PEXPIRE", self._seen_key, int(2 * self.codec.window * 1000)])
+            commands.append(["PEXPIRE", self._seen_key, int(self._keep * 1000)])
             *firsts, _ = await self._redis.execute(commands)
         except REDIS_ERRORS as exc:
             if not self._redis_down:
@@ -181,12 +182,13 @@ class Inbox:
         ids, self._to_mark = self._to_mark, []
         if not ids:
             return
-        now, forget_after = self.codec.clock(), self.codec.clock() + 2 * self.codec.window
+        now = self.codec.clock()
+        forget_after = now + self._keep
         with contextlib.suppress(*REDIS_ERRORS):  # the in-memory record holds; only a restart misses these
             await self._redis.execute([
                 ["ZADD", self._seen_key, *[arg for message_id in ids for arg in (forget_after, message_id)]],
                 ["ZREMRANGEBYSCORE", self._seen_key, "-inf", now],
-                ["PEXPIRE", self._seen_key, int(2 * self.codec.window * 1000)],
+                ["PEXPIRE", self._seen_key, int(self._keep * 1000)],
             ])
 
     async def flush(self) -> None:

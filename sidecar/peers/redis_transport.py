@@ -138,7 +138,8 @@ class RedisTransport:
             raws = []
             for entry_id, fields in entries:
                 last_id = entry_id
-                found = [v for f, v in zip(fields[::2], fields[1::2]) if f == ENTRY_FIELD.encode()]
+                found = [v for f, v in zip(fields[::2], fields[1::2]) if f == ENTRY_FIELD.encode()] \
+                    if isinstance(fields, list) else []
                 if len(found) == 1 and isinstance(found[0], bytes):
                     raws.append(found[0])
                 else:
