@@ -165,3 +165,35 @@ async def test_a_redis_on_a_tcp_port(tmp_path: Path) -> None:
         await redis_py.aclose()
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("junk", [b"!3\r\nabc\r\n", b"$x\r\n", b"*two\r\n", b":1.5\r\n"])
+async def test_a_server_answering_junk_fails_the_callers_not_the_client(junk: bytes) -> None:
+    """Not RESP2 (a RESP3 type, a bad length or count): whoever waits gets a connection error, the connection
+    is dropped, and the next call connects again."""
+    answers = [junk, b"+PONG\r\n"]
+    served: list[asyncio.Future[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        done = asyncio.get_running_loop().create_future()
+        served.append(done)
+        await reader.readuntil(b"\r\n")
+        writer.write(answers.pop(0))
+        await writer.drain()
+        await reader.read()  # until the client drops the connection
+        writer.close()
+        done.set_result(None)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RespClient(host="127.0.0.1", port=port)
+    try:
+        with pytest.raises(RedisConnectionError, match="unreadable"):
+            await client.call("PING")
+        assert await client.call("PING") == "PONG"
+    finally:
+        await client.aclose()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*served)
+        server.close()
+        await server.wait_closed()
