@@ -16,8 +16,9 @@ with the member's key (libsecp256k1 through coincurve; bad signature); an id not
 (replay); decryption and the batch's form (malformed); the payload size again (oversize). Only a verified event
 is remembered, so junk costs no memory.
 
-The message id is the event id (``<event id>/<index>`` for the messages of a batch). Secrets (the identity key) stay inside nostr-sdk objects and never reach a log,
-an exception or a repr.
+The message id is the event id (``<event id>/<index>`` for the messages of a batch). Secrets never reach a
+log, an exception or a repr: the identity key stays inside nostr-sdk's ``Keys``, which signs; its bytes are read
+once, to derive each member's NIP-44 conversation key (``nip44``), which the codec keeps in memory.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from coincurve import PublicKeyXOnly
-from nostr_sdk import Keys, Nip44Version, NostrSdkError, PublicKey, nip44_decrypt, nip44_encrypt
+from nostr_sdk import Keys
 
 from consensus.jsontext import dumps_compact, loads_bounded
 from consensus.nip90 import MAX_EVENT_BYTES
 from sidecar.peers.base import Envelope, PeerDirectory, RejectionReason
+from sidecar.peers.nip44 import ConversationKey, Nip44Error, padded_len
 from sidecar.peers.parts import PART_BYTES, Part, PartMismatch, Reassembly, max_parts, split_text
 from sidecar.peers.replay import ReplayCache
 
@@ -83,19 +85,10 @@ class Checked:
     batch: int  # messages in it if it is a batch, else 0
 
 
-def nip44_padded_len(length: int) -> int:
-    """NIP-44 v2 ``calc_padded_len``."""
-    if length <= 32:
-        return 32
-    next_power = 1 << (math.floor(math.log2(length - 1)) + 1)
-    chunk = 32 if next_power <= 256 else next_power // 8
-    return chunk * (math.floor((length - 1) / chunk) + 1)
-
-
 def event_bytes_bound(plaintext_bytes: int) -> int:
     """The largest envelope that carries ``plaintext_bytes``: NIP-44 (version, nonce, length, padded text, MAC)
     in base64, plus the event around it."""
-    encrypted = 1 + 32 + 2 + nip44_padded_len(plaintext_bytes) + 32
+    encrypted = 1 + 32 + 2 + padded_len(plaintext_bytes) + 32
     return 4 * math.ceil(encrypted / 3) + EVENT_OVERHEAD
 
 
@@ -107,6 +100,18 @@ def event_id(pubkey: str, created_at: int, tags: Sequence[Sequence[str]], conten
     """NIP-01: sha256 of the compact JSON ``[0, pubkey, created_at, kind, tags, content]``."""
     serialized = dumps_compact([0, pubkey, created_at, PEER_MESSAGE_KIND, tags, content])
     return hashlib.sha256(serialized.encode("utf-8")).digest()
+
+
+def _conversation_keys(identity_keys: Keys, directory: PeerDirectory) -> dict[int, ConversationKey]:
+    """Each member's NIP-44 conversation key with this member, derived once: the identity key's bytes are read
+    here and dropped; nostr-sdk keeps the key for signing."""
+    secret = bytes.fromhex(identity_keys.secret_key().to_hex())
+    try:
+        return {m: ConversationKey.derive(secret, bytes.fromhex(hex_)) for m, hex_ in directory.identities.items()}
+    except ValueError:
+        raise ValueError("an identity in the federation directory is not a valid public key") from None
+    finally:
+        del secret
 
 
 class EnvelopeCodec:
@@ -133,11 +138,7 @@ class EnvelopeCodec:
         self.event_text_limit = min(max_payload, PART_BYTES)  # plaintext in one event: a payload, part or batch
         self.max_event_bytes = min(MAX_EVENT_BYTES, event_bytes_bound(self.event_text_limit))
         self._keys = identity_keys
-        self._secret = identity_keys.secret_key()
-        try:
-            self._public = {m: PublicKey.parse(hex_) for m, hex_ in directory.identities.items()}
-        except NostrSdkError as exc:
-            raise ValueError(f"an identity in the directory is not a valid public key: {exc}") from None
+        self._conversations = _conversation_keys(identity_keys, directory)
         self._verifiers = {m: PublicKeyXOnly(bytes.fromhex(hex_)) for m, hex_ in directory.identities.items()}
         self._my_p_tag = ["p", directory.my_identity]
         self.seen = ReplayCache(max(1024, int(self.window * REPLAY_RATE)))
@@ -147,7 +148,7 @@ class EnvelopeCodec:
 
     def prepare(self, recipient: int, payload: bytes) -> Prepared:
         """Check a payload for ``recipient`` (``ValueError`` for a caller's mistake) and encode it once."""
-        if recipient not in self._public:
+        if recipient not in self._conversations:
             raise ValueError(f"member {recipient!r} is not in the federation directory")
         if not isinstance(payload, (bytes, bytearray)) or not payload:
             raise ValueError("a peer message payload must be non-empty bytes")
@@ -176,7 +177,7 @@ class EnvelopeCodec:
         created_at = int(self.clock())
         sealed = []
         for text, more_tags in zip(texts, extra):
-            content = nip44_encrypt(self._secret, self._public[recipient], text, Nip44Version.V2)
+            content = self._conversations[recipient].encrypt(text)
             tags = [recipient_tag, *more_tags]
             digest_bytes = event_id(self.directory.my_identity, created_at, tags, content)
             sealed.append(dumps_compact({
@@ -269,9 +270,9 @@ class EnvelopeCodec:
     def open(self, checked: Checked) -> list[Envelope]:
         """Decrypt an authenticated envelope: the messages it completes (none while parts are still to come)."""
         try:
-            text = nip44_decrypt(self._secret, self._public[checked.sender], checked.content)
-        except NostrSdkError:
-            raise Rejected("malformed", "cannot be decrypted with this member's key") from None
+            text = self._conversations[checked.sender].decrypt(checked.content)
+        except Nip44Error as exc:
+            raise Rejected("malformed", f"cannot be decrypted with this member's key: {exc}") from None
         piece = text.encode("utf-8")
         if len(piece) > self.event_text_limit:
             raise Rejected("oversize", f"{len(piece)} bytes in one event, over the {self.event_text_limit}-byte limit")
