@@ -2,10 +2,11 @@
 
 redis-py's asyncio client spends about 90 µs of CPU on one command (argument encoding, the connection pool,
 the retry wrapper, a pipeline object, asyncio streams); a job moves a dozen commands through each sidecar. This
-client writes a whole batch of commands in one ``write`` on one connection and matches replies to waiters in
-order (RESP2, parsed from one buffer by an ``asyncio.Protocol``): about 10-30 µs a command. It carries job-state
-writes, request claims, the replay record and the ``redis`` peer transport; everything else stays on
-redis-py, from whose client it takes its address (``from_client``).
+client writes a whole batch of commands, and every batch queued in the same turn of the event loop, in one
+``write`` on one connection and matches replies to waiters in order (RESP2, parsed from one buffer by an
+``asyncio.Protocol``): about 10-30 µs a command. It carries job-state writes, request claims, the replay
+record and the ``redis`` peer transport; everything else stays on redis-py, from whose client it takes its
+address (``from_client``).
 
 Rules: errors are redis-py's exception types (``redis.ConnectionError`` for a lost or refused connection, a
 reply error as ``redis.ResponseError`` or ``NoScriptError``), so callers handle both clients alike; a lost
@@ -131,9 +132,23 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.partial = False  # the reply at the front of the buffer was found incomplete
         self.lost: BaseException | None = None
+        self.unsent: list[bytes] = []  # batches queued in this turn of the event loop, written together at its end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def send(self, batch: _Batch, packed: bytes) -> None:
+        """Queue a batch: every batch of one turn of the loop goes out in one write (one system call, and one
+        read for Redis), in the order queued, which is the order its replies come back in."""
+        self.waiting.append(batch)
+        if not self.unsent:
+            asyncio.get_running_loop().call_soon(self._write)
+        self.unsent.append(packed)
+
+    def _write(self) -> None:
+        unsent, self.unsent = self.unsent, []
+        if self.lost is None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -229,9 +244,7 @@ class RespClient:
     async def _send(self, packed: bytes, count: int) -> list[Reply]:
         protocol = await self._connection()
         batch = _Batch(asyncio.get_running_loop().create_future(), count)
-        protocol.waiting.append(batch)
-        assert protocol.transport is not None
-        protocol.transport.write(packed)
+        protocol.send(batch, packed)
         return await batch.done
 
     def close(self) -> None:

@@ -67,6 +67,25 @@ async def test_callers_at_once_and_a_cancelled_one_keep_the_order(redis_client: 
         await client.aclose()
 
 
+async def test_callers_of_one_turn_of_the_loop_share_one_write(redis_client: aioredis.Redis) -> None:
+    client = RespClient.from_client(redis_client)
+    try:
+        await client.call("PING")  # connected
+        protocol = client._protocol
+        assert protocol is not None and protocol.transport is not None
+        writes: list[bytes] = []
+        write = protocol.transport.write
+        protocol.transport.write = lambda data: (writes.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+        counted = await asyncio.gather(*(client.call("INCR", "n") for _ in range(50)),
+                                       client.execute([["INCR", "n"], ["GET", "n"]]))
+        assert counted == [*range(1, 51), [51, b"51"]]  # in the order queued
+        assert len(writes) == 1 and writes[0].count(b"INCR") == 51
+        await client.call("INCR", "n")  # a lone caller still goes out at once, in a write of its own
+        assert len(writes) == 2
+    finally:
+        await client.aclose()
+
+
 async def test_a_restart_fails_the_waiting_and_the_next_call_connects_again(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()
