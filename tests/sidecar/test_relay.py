@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nostr_sdk import EventBuilder, Filter, Keys, Kind, ReqTarget
 
 from consensus.nip90 import NostrEvent, UnsignedEvent
+from sidecar.nostr_client import Received, RelayPool
 from sidecar.relay import (
     EmbeddedRelay,
     EventFeed,
@@ -97,3 +100,35 @@ def test_events_cross_the_boundary() -> None:
         sign_with_keys(ours.unsigned(), other)
     with pytest.raises(ValueError, match="limit"):
         from_sdk_event(EventBuilder(Kind(1), "x" * 100).finalize(keys), max_bytes=100)
+
+
+async def test_the_relay_refuses_a_forged_event_and_passes_on_only_the_real_one() -> None:
+    """The DVM side does not verify again what its private relay delivers: this is what it relies on."""
+    keys = Keys.generate()
+    real = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1, 6050, (), "the answer"), keys).to_dict()
+    bad_sig = {**real, "sig": ("1" if real["sig"][0] == "0" else "0") + real["sig"][1:]}
+    bad_id = {**real, "content": "another answer"}  # id and signature of the real one
+    received: list[Received] = []
+
+    async def sink(batch: list[Received]) -> None:
+        received.extend(batch)
+
+    async with EmbeddedRelay() as relay:
+        listener, sender = RelayPool([relay.url], sink), RelayPool([relay.url], sink)
+        listener.subscribe("all", lambda: [{"kinds": [6050]}])
+        assert await listener.start() and await sender.start()
+        try:
+            for forged, why in ((bad_sig, "signature"), (bad_id, "ID")):
+                (answer,) = (await sender.publish(forged, forged["id"])).values()
+                assert not answer.accepted and why in answer.message, answer
+            (answer,) = (await sender.publish(real, real["id"])).values()
+            assert answer.accepted
+            for _ in range(100):
+                if received:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # anything forged would have arrived by now too
+        finally:
+            await listener.stop()
+            await sender.stop()
+    assert [data for data, _ in received] == [real]
