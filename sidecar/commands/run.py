@@ -131,6 +131,7 @@ async def _serve(config: SidecarConfig, federation_file: FederationFile, setup: 
             f"{setup.federation.n}); DVM relay {sidecar.private_relay_url}{http}",
             flush=True,
         )
+        event_loop.tune_gc()
         await stopping.wait()
     finally:
         with contextlib.suppress(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 import pytest
@@ -31,3 +32,18 @@ def test_an_exception_comes_through() -> None:
 
     with pytest.raises(ValueError, match="from the coroutine"):
         event_loop.run(fails())
+
+
+def test_tune_gc_freezes_what_is_loaded_and_collects_the_young_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        event_loop.tune_gc()
+        assert gc.get_freeze_count() > 1000  # this process's modules and objects so far
+        assert gc.get_threshold() == (event_loop.GC_YOUNG_THRESHOLD, *before[1:])
+        garbage = []
+        garbage.append(garbage)  # a cycle made after the freeze is still collected
+        del garbage
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
