@@ -54,6 +54,7 @@ PING_TIMEOUT = 2.0  # seconds readiness waits for Redis to answer
 MAX_ID_CHARS = 256  # ids are hex event ids or short names; a longer one is a caller's bug or a hostile input
 MAX_DETAIL_CHARS = 2000  # evidence details may quote peer input: bounded so a flood cannot grow Redis
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ScriptCall = tuple[AsyncScript, list[str], list[str | bytes | float | int]]  # a script, its KEYS and ARGV
 
 
 
@@ -182,7 +183,7 @@ def _events_args(events: Sequence[tuple[str, str]]) -> list[str]:
 class Store:
     """One member's state in Redis. ``redis`` is a ``redis.asyncio.Redis`` (decoded responses or not); ``fast``,
     when given, a lean client (``sidecar.resp``) on the same Redis that carries the busy operations: job-state
-    writes and request claims."""
+    writes, request claims and relays' answers to publications."""
 
     def __init__(
         self,
@@ -282,7 +283,10 @@ class Store:
         """Several jobs' writes (saves and finishes) in one round trip, in order, each one as atomic as
         ``save_job`` or ``finish_job`` alone. False for a save refused because its job had finished.
         At most one write per job: a second one would be refused or replayed if the scripts must be reloaded."""
-        calls = [self._job_call(write) for write in writes]
+        return [bool(answer) for answer in await self._run_scripts([self._job_call(write) for write in writes])]
+
+    async def _run_scripts(self, calls: Sequence[_ScriptCall]) -> list[object]:
+        """Scripts by EVALSHA in one round trip, their replies in order; the first error is raised."""
         results: list[object] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):  # a Redis that restarted has lost its scripts: load them, run what failed again
@@ -298,7 +302,7 @@ class Store:
         for answer in results:
             if isinstance(answer, Exception):
                 raise answer
-        return [bool(answer) for answer in results]
+        return results
 
     async def _run_all(self, commands: list[list[Any]]) -> list[object]:
         """Commands in one round trip, each one's reply or error in its place."""
@@ -309,7 +313,7 @@ class Store:
                 pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
-    def _job_call(self, write: JobWrite) -> tuple[AsyncScript, list[str], list[str | bytes | float | int]]:
+    def _job_call(self, write: JobWrite) -> _ScriptCall:
         k = self.keys
         job_key = k.job(_check_id(write.job_id, "job_id"))
         if write.outcome is None:
@@ -363,9 +367,8 @@ class Store:
         k = self.keys
         keys = [k.outbox_due, k.outbox_event(_check_id(event_id, "event_id")), k.outbox_relays(event_id)]
         nxt = "" if next_attempt is None else next_attempt
-        await self._record_publish(
-            keys=keys, args=[event_id, relay, int(bool(accepted)), now, nxt, self._job_ttl_ms]
-        )
+        args: list[str | bytes | float | int] = [event_id, relay, int(bool(accepted)), now, nxt, self._job_ttl_ms]
+        await self._run_scripts([(self._record_publish, keys, args)])  # on the lean client: one per publication
 
     async def accepted_relays(self, event_id: str) -> set[str]:
         members = await self.redis.smembers(self.keys.outbox_relays(_check_id(event_id, "event_id")))

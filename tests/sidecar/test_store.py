@@ -407,6 +407,8 @@ async def test_state_survives_a_server_restart(server: RedisServer, lean: bool) 
         assert await store.due(8.0) == [OutboxItem("e", "{}", 1, 3.0)]
         assert await store.accepted_relays("e") == {RELAY_A}
         assert [e.kind for e in await store.evidence()] == ["equivocation"]
+        await store.record_publish("e", RELAY_B, True, now=8.0, next_attempt=None)  # its script reloaded too
+        assert await store.due(100.0) == [] and await store.accepted_relays("e") == {RELAY_A, RELAY_B}
         await store.finish_job("open", b"f", phase="publishing", outcome="cosigned", finished_at=9.0)
         assert await store.in_flight() == []
     finally:
