@@ -169,8 +169,8 @@ class _Protocol(asyncio.Protocol):
                     self.waiting.popleft()
                     if not batch.done.done():  # a cancelled caller: its replies are read and dropped
                         batch.done.set_result(batch.replies)
-        except (ValueError, RedisConnectionError) as exc:
-            self._fail(RedisConnectionError(f"unreadable reply from Redis: {exc}"))
+        except (ValueError, RedisConnectionError, RecursionError) as exc:  # no reply of ours nests that deep
+            self._fail(RedisConnectionError(f"unreadable reply from Redis: {exc.__class__.__name__}: {exc}"))
             assert self.transport is not None
             self.transport.abort()
             return

@@ -186,9 +186,9 @@ async def test_a_redis_on_a_tcp_port(tmp_path: Path) -> None:
         server.wait(timeout=10)
 
 
-@pytest.mark.parametrize("junk", [b"!3\r\nabc\r\n", b"$x\r\n", b"*two\r\n", b":1.5\r\n"])
+@pytest.mark.parametrize("junk", [b"!3\r\nabc\r\n", b"$x\r\n", b"*two\r\n", b":1.5\r\n", b"*1\r\n" * 5000 + b":1\r\n"])
 async def test_a_server_answering_junk_fails_the_callers_not_the_client(junk: bytes) -> None:
-    """Not RESP2 (a RESP3 type, a bad length or count): whoever waits gets a connection error, the connection
+    """Not RESP2 (a RESP3 type, a bad length or count) or nested past any reply of ours: whoever waits gets a connection error, the connection
     is dropped, and the next call connects again."""
     answers = [junk, b"+PONG\r\n"]
     served: list[asyncio.Future[None]] = []
