@@ -57,7 +57,6 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ScriptCall = tuple[AsyncScript, list[str], list[str | bytes | float | int]]  # a script, its KEYS and ARGV
 
 
-
 @dataclass(frozen=True)
 class StoreKeys:
     """Every Redis key name of member ``member`` of federation ``namespace``."""
