@@ -3,7 +3,9 @@ second through each transport on loopback, measured in one run.
 
 Part 1 times, on one core, sealing (NIP-44 encrypt, id, sign) and opening (parse, checks, id, nostr-sdk verify,
 NIP-44 decrypt) of a typical peer message, beside coincurve's ``sign_schnorr`` of 32 bytes, in alternating
-rounds so a busy machine slows all alike; the ratio is the envelope's cost in signatures. It does so for one
+rounds so a busy machine slows all alike; the ratio is the envelope's cost in signatures. Beside them, the two
+other ways to sign 32 bytes with a member's key: nostr-sdk's ``Keys.sign_schnorr`` and ``sidecar.schnorr``'s
+``Signer.sign`` (what the envelopes use). It does so for one
 message an event and for ``--batch`` messages an event (what the outbox sends under load), first with
 nostr-sdk's bindings as shipped, then with ``sidecar.peers.ffi`` installed (as the transports run).
 
@@ -34,6 +36,7 @@ from sidecar.peers import PeerDirectory, ffi, make_transport
 from sidecar.peers.envelope import EnvelopeCodec
 from sidecar.redis_server import RedisServer
 from sidecar.relay import EmbeddedRelay
+from sidecar.schnorr import Signer
 
 MEMBERS = (1, 2, 3)
 TARGET = 1200  # messages a second: 100 jobs/s x ~12 messages
@@ -57,16 +60,22 @@ def per_op(fn: Callable[[int], object], ops: int) -> float:
 
 
 def envelope_costs(keys: dict[int, Keys], payload: bytes, rounds: int, ops: int, batch: int) -> dict[str, float]:
-    """Median seconds per message: sign (coincurve), seal and open (one message an event, and ``batch`` an event)."""
+    """Median seconds per message: sign (coincurve, nostr-sdk, ``Signer``), seal and open (one message an event,
+    and ``batch`` an event)."""
     ids = {m: k.public_key().to_hex() for m, k in keys.items()}
     sender = EnvelopeCodec(PeerDirectory(1, ids), keys[1])
     signer = coincurve.PrivateKey(os.urandom(32))
+    sdk_keys, ours = keys[1], Signer(keys[1])
     digest = os.urandom(32)
-    samples: dict[str, list[float]] = {"sign": [], "seal": [], "open": [], "seal_batch": [], "open_batch": []}
+    samples: dict[str, list[float]] = {
+        "sign": [], "sign_sdk": [], "sign_ours": [], "seal": [], "open": [], "seal_batch": [], "open_batch": [],
+    }
     for _ in range(rounds):
         for name, value in one_round(EnvelopeCodec(PeerDirectory(2, ids), keys[2]), sender, payload, ops, batch):
             samples[name].append(value)
         samples["sign"].append(per_op(lambda n: signer.sign_schnorr(digest), ops))
+        samples["sign_sdk"].append(per_op(lambda n: sdk_keys.sign_schnorr(digest), ops))
+        samples["sign_ours"].append(per_op(lambda n: ours.sign(digest), ops))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -159,7 +168,8 @@ async def main() -> None:
         if install:
             ffi.install()
         c = envelope_costs(keys, payload, args.rounds, args.ops, args.batch)
-        print(f"  {label}: coincurve sign_schnorr {c['sign'] * 1e6:4.0f} us")
+        print(f"  {label}: coincurve sign_schnorr {c['sign'] * 1e6:4.0f} us; nostr-sdk Keys.sign_schnorr "
+              f"{c['sign_sdk'] * 1e6:4.0f} us; Signer.sign {c['sign_ours'] * 1e6:4.0f} us")
         for name, seal, opened in (("1 a event", c["seal"], c["open"]),
                                    (f"{args.batch} an event", c["seal_batch"], c["open_batch"])):
             ratio = (seal + opened) / c["sign"]

@@ -43,7 +43,8 @@ from consensus.nip90 import (
 )
 from sidecar.metrics import CanaryResult, Metrics
 from sidecar.nostr_client import Received, RelayPool
-from sidecar.relay import EmbeddedRelay, sign_with_keys
+from sidecar.relay import EmbeddedRelay
+from sidecar.schnorr import Signer
 
 log = logging.getLogger("dvm_sidecar.dvm")
 
@@ -83,7 +84,8 @@ class DvmAdapter:
         if mode == "passthrough" and canary is not None and group_pubkey is None:
             raise ValueError("a canary in passthrough mode needs the group key: the DVM answers only for it")
         self.keys = operator_keys
-        self.operator_pubkey = str(operator_keys.public_key().to_hex())
+        self.signer = Signer(operator_keys)
+        self.operator_pubkey = self.signer.pubkey
         self.dvm_pubkey = dvm_pubkey
         self.mode = mode
         self.kinds = kinds
@@ -148,7 +150,7 @@ class DvmAdapter:
                 request, author=self.operator_pubkey, dvm_pubkey=self.dvm_pubkey,
                 created_at=int(self.clock()),
             )
-            event = sign_with_keys(unsigned, self.keys, self.operator_pubkey)
+            event = self.signer.sign_event(unsigned)
         self._remember(event.id, request.event.id)
         refusal = await self._publish(event)
         if refusal is not None:
@@ -215,7 +217,7 @@ class DvmAdapter:
         tags = (("i", spec.input, "text"), ("p", self.canary_addressee))
         self._canary_at = max(int(self.clock()), self._canary_at + 1)
         unsigned = UnsignedEvent(self.operator_pubkey, self._canary_at, spec.kind, tags, "")
-        event = sign_with_keys(unsigned, self.keys, self.operator_pubkey)
+        event = self.signer.sign_event(unsigned)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._canaries[event.id] = future
         result: CanaryResult

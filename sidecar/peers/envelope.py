@@ -17,8 +17,8 @@ with the member's key (libsecp256k1 through coincurve; bad signature); an id not
 is remembered, so junk costs no memory.
 
 The message id is the event id (``<event id>/<index>`` for the messages of a batch). Secrets never reach a
-log, an exception or a repr: the identity key stays inside nostr-sdk's ``Keys``, which signs; its bytes are read
-once, to derive each member's NIP-44 conversation key (``nip44``), which the codec keeps in memory.
+log, an exception or a repr: the identity key's bytes are read once, to derive each member's NIP-44
+conversation key (``nip44``) and the signing keypair (``sidecar.schnorr``), which the codec keeps in memory.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from sidecar.peers.base import Envelope, PeerDirectory, RejectionReason
 from sidecar.peers.nip44 import ConversationKey, Nip44Error, padded_len
 from sidecar.peers.parts import PART_BYTES, Part, PartMismatch, Reassembly, max_parts, split_text
 from sidecar.peers.replay import ReplayCache
+from sidecar.schnorr import Signer
 
 PEER_MESSAGE_KIND = 25090  # ephemeral (20000-29999): relays pass it on and store nothing
 EVENT_OVERHEAD = 640  # an envelope's JSON beyond its content: ids, keys, signature, tags, field names
@@ -104,7 +105,7 @@ def event_id(pubkey: str, created_at: int, tags: Sequence[Sequence[str]], conten
 
 def _conversation_keys(identity_keys: Keys, directory: PeerDirectory) -> dict[int, ConversationKey]:
     """Each member's NIP-44 conversation key with this member, derived once: the identity key's bytes are read
-    here and dropped; nostr-sdk keeps the key for signing."""
+    here and dropped."""
     secret = bytes.fromhex(identity_keys.secret_key().to_hex())
     try:
         return {m: ConversationKey.derive(secret, bytes.fromhex(hex_)) for m, hex_ in directory.identities.items()}
@@ -137,7 +138,7 @@ class EnvelopeCodec:
         self.max_parts = max_parts(max_payload)
         self.event_text_limit = min(max_payload, PART_BYTES)  # plaintext in one event: a payload, part or batch
         self.max_event_bytes = min(MAX_EVENT_BYTES, event_bytes_bound(self.event_text_limit))
-        self._keys = identity_keys
+        self._signer = Signer(identity_keys)
         self._conversations = _conversation_keys(identity_keys, directory)
         self._verifiers = {m: PublicKeyXOnly(bytes.fromhex(hex_)) for m, hex_ in directory.identities.items()}
         self._my_p_tag = ["p", directory.my_identity]
@@ -183,7 +184,7 @@ class EnvelopeCodec:
             sealed.append(dumps_compact({
                 "id": digest_bytes.hex(), "pubkey": self.directory.my_identity, "created_at": created_at,
                 "kind": PEER_MESSAGE_KIND, "tags": tags, "content": content,
-                "sig": self._keys.sign_schnorr(digest_bytes),
+                "sig": self._signer.sign(digest_bytes).hex(),
             }))
         return sealed
 
