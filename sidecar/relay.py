@@ -23,7 +23,6 @@ from nostr_sdk import (
     Client,
     ClientNotificationStream,
     Event,
-    Keys,
     LocalRelay,
     LocalRelayBuilder,
     NostrSdkError,
@@ -32,7 +31,7 @@ from nostr_sdk import (
     RelayUrl,
 )
 
-from consensus.nip90 import MAX_EVENT_BYTES, NostrEvent, UnsignedEvent
+from consensus.nip90 import MAX_EVENT_BYTES, NostrEvent
 
 LOOPBACK = "127.0.0.1"
 _BIND_ATTEMPTS = 5  # a free port found by probing can be taken before the relay binds it
@@ -217,11 +216,3 @@ def verify(event: NostrEvent | Event) -> bool:
         return bool(sdk_event.verify())
     except NostrSdkError:
         return False
-
-
-def sign_with_keys(unsigned: UnsignedEvent, keys: Keys, pubkey: str | None = None) -> NostrEvent:
-    """Sign an event the core built with a single key (an operator's identity key, a DVM's key). ``pubkey``:
-    the key's x-only hex, when the caller holds it already (asking nostr-sdk costs two calls into it)."""
-    if (pubkey or keys.public_key().to_hex()) != unsigned.pubkey:
-        raise ValueError("the event's pubkey is not this key's")
-    return unsigned.with_signature(bytes.fromhex(keys.sign_schnorr(unsigned.event_id())))

@@ -13,6 +13,7 @@ that only this object refers to, and nothing here prints, pickles or logs it.
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
@@ -56,5 +57,5 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(pubkey={self.pubkey})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a Signer holds a secret key: it is not pickled")

@@ -17,7 +17,8 @@ from consensus.nip90 import JobRequest, UnsignedEvent
 from sidecar import public
 from sidecar.metrics import Metrics
 from sidecar.public import PublicSide
-from sidecar.relay import EmbeddedRelay, EventFeed, connect_client, free_port, sign_with_keys, verify
+from sidecar.relay import EmbeddedRelay, EventFeed, connect_client, free_port, verify
+from sidecar.schnorr import Signer
 from sidecar.store import Store
 
 KIND = 6050
@@ -73,13 +74,12 @@ async def test_the_requests_of_one_batch_are_claimed_together(redis_client: aior
 
     side = PublicSide(relays=("ws://127.0.0.1:1",), group_pubkey=group, kinds=(5050,), accept_unaddressed=False,
                       store=store, metrics=metrics, on_request=on_request)
-    customer = Keys.generate()
+    customer = Signer(Keys.generate())
     now = int(time.time())
-    requests = [sign_with_keys(UnsignedEvent(customer.public_key().to_hex(), now, 5050,
-                                             (("i", f"job {n}", "text"), ("p", group)), ""), customer)
+    requests = [customer.sign_event(UnsignedEvent(customer.pubkey, now, 5050,
+                                                  (("i", f"job {n}", "text"), ("p", group)), ""))
                 for n in range(3)]
-    wrong_kind = sign_with_keys(UnsignedEvent(customer.public_key().to_hex(), now, 5051, (("p", group),), ""),
-                                customer)
+    wrong_kind = customer.sign_event(UnsignedEvent(customer.pubkey, now, 5051, (("p", group),), ""))
     batch = [(json.loads(e.to_json()), len(e.to_json())) for e in [*requests, requests[0], wrong_kind]]
     await side._intake(batch)
     assert seen == [e.id for e in requests] and store.claim_calls == 1
@@ -97,7 +97,7 @@ async def test_an_event_just_enqueued_is_published_without_waiting_for_the_poll(
     relay: EmbeddedRelay, redis_client: aioredis.Redis, no_poll: None
 ) -> None:
     keys = Keys.generate()
-    event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1_700_000_000, KIND, (), "result"), keys)
+    event = Signer(keys).sign_event(UnsignedEvent(keys.public_key().to_hex(), 1_700_000_000, KIND, (), "result"))
     listener = await connect_client(relay.url)
     feed = EventFeed(listener)
     await listener.subscribe(ReqTarget.auto([Filter().kind(Kind(KIND))]))
@@ -127,7 +127,7 @@ async def test_what_the_first_round_does_not_deliver_stays_due(
 ) -> None:
     url = f"ws://127.0.0.1:{free_port()}"  # no relay there
     keys = Keys.generate()
-    event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1_700_000_000, KIND, (), "late"), keys)
+    event = Signer(keys).sign_event(UnsignedEvent(keys.public_key().to_hex(), 1_700_000_000, KIND, (), "late"))
     side, store, metrics = make_public(url, redis_client, publish_timeout=0.3)
     await side.start()
     try:

@@ -16,10 +16,10 @@ from sidecar.relay import (
     connect_client,
     free_port,
     from_sdk_event,
-    sign_with_keys,
     to_sdk_event,
     verify,
 )
+from sidecar.schnorr import Signer
 
 BURST = 200  # well over nostr-sdk's default of 60 events a minute per connection
 
@@ -33,7 +33,7 @@ async def test_burst_is_not_rate_limited_and_reaches_a_second_client() -> None:
         await listener.subscribe(ReqTarget.auto([Filter().kind(Kind(5050))]))
         sent = set()
         for index in range(BURST):
-            event = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1, 5050, (), str(index)), keys)
+            event = Signer(keys).sign_event(UnsignedEvent(keys.public_key().to_hex(), 1, 5050, (), str(index)))
             output = await sender.send_event(to_sdk_event(event))
             assert output.success and not output.failed, output.failed
             sent.add(event.id)
@@ -97,7 +97,7 @@ def test_events_cross_the_boundary() -> None:
     forged = NostrEvent.from_dict({**ours.to_dict(), "sig": "00" * 64})
     assert not verify(forged)
     with pytest.raises(ValueError, match="pubkey"):
-        sign_with_keys(ours.unsigned(), other)
+        Signer(other).sign_event(ours.unsigned())
     with pytest.raises(ValueError, match="limit"):
         from_sdk_event(EventBuilder(Kind(1), "x" * 100).finalize(keys), max_bytes=100)
 
@@ -105,7 +105,7 @@ def test_events_cross_the_boundary() -> None:
 async def test_the_relay_refuses_a_forged_event_and_passes_on_only_the_real_one() -> None:
     """The DVM side does not verify again what its private relay delivers: this is what it relies on."""
     keys = Keys.generate()
-    real = sign_with_keys(UnsignedEvent(keys.public_key().to_hex(), 1, 6050, (), "the answer"), keys).to_dict()
+    real = Signer(keys).sign_event(UnsignedEvent(keys.public_key().to_hex(), 1, 6050, (), "the answer")).to_dict()
     bad_sig = {**real, "sig": ("1" if real["sig"][0] == "0" else "0") + real["sig"][1:]}
     bad_id = {**real, "content": "another answer"}  # id and signature of the real one
     received: list[Received] = []
