@@ -7,8 +7,8 @@ otherwise (a container that must reach it over an internal network passes its ow
 
 The helpers keep the rest of the code from knowing nostr-sdk 0.45's call shapes: connect a ``Client`` to one
 URL, move events between ``nostr_sdk.Event`` and ``consensus.nip90.NostrEvent`` (through JSON, which both
-sides check strictly), sign an ``UnsignedEvent`` with a key, verify with ``Event.verify()``, and read the
-events a client receives. A ``Client`` never sees events it published itself: listen with a second client.
+sides check strictly), verify with ``Event.verify()``, and read the events a client receives (signing is
+``sidecar.schnorr``'s). A ``Client`` never sees events it published itself: listen with a second client.
 """
 
 from __future__ import annotations
