@@ -3,7 +3,8 @@
 Intake refuses, and counts, what is not a job for this federation: oversize or malformed events, bad
 signatures, kinds not served, encrypted requests (not supported yet), requests too old or dated in the future,
 requests addressed elsewhere, and duplicates (the store's dedupe survives restarts and lasts until the request
-is too old anyway). A request's claim waits out a Redis outage rather than dropping the request. Publication
+is too old anyway). A request's claim waits out a Redis outage rather than dropping the request; a claim that
+an earlier process made but died before saving the job for is taken over, so no kill loses a request. Publication
 goes through the Redis outbox: an event stays there, retried with backoff, until every relay took it (or enough
 tries ended with at least one relay holding it), and the relays that accepted it are recorded. An event the
 runner has just put there is published at once from memory (``publish_now``), without waiting for the
@@ -17,6 +18,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,7 +28,7 @@ from consensus.nip90 import MAX_EVENT_BYTES, JobRequest, NostrEvent, parse_job_r
 from sidecar.metrics import Metrics, PublishResult
 from sidecar.nostr_client import PUBLISH_TIMEOUT, Received, RelayPool, signature_valid
 from sidecar.redis_client import RedisWait, cancelling
-from sidecar.store import OutboxItem, Store
+from sidecar.store import Claim, OutboxItem, Store
 
 log = logging.getLogger("dvm_sidecar.public")
 
@@ -35,6 +37,7 @@ MAX_CLOCK_SKEW = 300.0  # seconds a request may be dated in the future
 POLL_EVERY = 1.0  # seconds between looks at the outbox when nothing wakes the publisher
 GIVE_UP_ATTEMPTS = 10  # after this many rounds an event some relay holds leaves the outbox
 SUBSCRIPTION = "dvm-requests"
+TAKEN_MEMORY = 16_384  # request ids this process took, newest last: more than can wait for their first save
 _WRAPPER = len(f'["EVENT","{SUBSCRIPTION}",]')  # what a relay message adds around the event
 
 
@@ -66,6 +69,12 @@ class PublicSide:
         self.max_request_age = max_request_age
         self.publish_timeout = publish_timeout  # seconds a relay has to answer a publication
         self._stored = RedisWait(metrics.redis_error, "request intake")
+        # A claim with no job behind it was left by a process that stopped between the claim and the job's
+        # first save: that request is taken again. Only if a saved job's record outlives every claim (then
+        # "no job" means "never saved", not "finished and forgotten"), and never for a request this process
+        # took itself (the same request from a second relay while its job is not saved yet).
+        self._retake = store.job_ttl >= max_request_age + MAX_CLOCK_SKEW + 1.0
+        self._taken: OrderedDict[str, None] = OrderedDict()
         self.pool = RelayPool(self.relays, self._intake, on_rejected=self._refused,
                               max_message_bytes=MAX_EVENT_BYTES + _WRAPPER)
         self._wake = asyncio.Event()
@@ -136,10 +145,17 @@ class PublicSide:
             self.metrics.redis_error()
             log.exception("request intake: Redis error")
             return
-        for request, first in zip(requests, claimed):
-            if not first:
+        for request, claim in zip(requests, claimed):
+            job_id = request.event.id
+            if claim is Claim.UNSAVED and self._retake and job_id not in self._taken:
+                log.info("request %s: claimed by an earlier process that stopped before saving the job; "
+                         "taken again", job_id)
+            elif claim is not Claim.FIRST:
                 self.metrics.request_rejected("duplicate")
                 continue
+            self._taken[job_id] = None
+            while len(self._taken) > TAKEN_MEMORY:
+                self._taken.popitem(last=False)
             self.metrics.request_seen(request.kind)
             await self.on_request(request)
 

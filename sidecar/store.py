@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -111,6 +112,14 @@ class StoreKeys:
     def inbox(self, member: int) -> str:
         """The inbox stream of ``member`` (any member of this federation, this one included)."""
         return StoreKeys(self.namespace, member).prefix + "inbox"
+
+
+class Claim(Enum):
+    """What a request's claim found (``Store.claim_requests``)."""
+
+    FIRST = "first"  # claimed by this caller now (or a retry of this caller's claim)
+    DUPLICATE = "duplicate"  # claimed before, and a job was saved under its id
+    UNSAVED = "unsaved"  # claimed before by another caller, but no job saved under its id (yet, or ever)
 
 
 @dataclass(frozen=True)
@@ -220,24 +229,30 @@ class Store:
         afterwards. A caller that retries after a Redis error passes the same ``token`` (any string unique to
         this claim) every time, so a claim that was made but whose answer was lost is still recognised as its
         own."""
-        (claimed,) = await self.claim_requests([(request_id, ttl, token or os.urandom(8).hex())])
-        return claimed
+        (claim,) = await self.claim_requests([(request_id, ttl, token or os.urandom(8).hex())])
+        return claim is Claim.FIRST
 
-    async def claim_requests(self, claims: Sequence[tuple[str, float | None, str]]) -> list[bool]:
-        """``claim_request`` for several (request id, ttl, token) at once, in one round trip."""
+    async def claim_requests(self, claims: Sequence[tuple[str, float | None, str]]) -> list[Claim]:
+        """``claim_request`` for several (request id, ttl, token) at once, in one round trip; for a request
+        claimed before, also whether a job was ever saved under its id (a claimant that stopped in between
+        leaves a claim without a job)."""
         commands: list[list[Any]] = []
         for request_id, ttl, token in claims:
             key = self.keys.seen_request(_check_id(request_id, "request_id"))
             px = self._dedupe_ttl_ms if ttl is None else _ms(ttl, "ttl")
-            commands += [["SET", key, token, "NX", "PX", px], ["GET", key]]
+            commands += [["SET", key, token, "NX", "PX", px], ["GET", key], ["EXISTS", self.keys.job(request_id)]]
         replies = await self._run_all(commands)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [
-            replies[2 * i] is not None or _text(cast(bytes, replies[2 * i + 1] or b"")) == token
-            for i, (_, _, token) in enumerate(claims)
-        ]
+        answers = []
+        for i, (_, _, token) in enumerate(claims):
+            set_now, holder, saved = replies[3 * i: 3 * i + 3]
+            if set_now is not None or _text(cast(bytes, holder or b"")) == token:
+                answers.append(Claim.FIRST)
+            else:
+                answers.append(Claim.DUPLICATE if saved else Claim.UNSAVED)
+        return answers
 
     # -- jobs
 

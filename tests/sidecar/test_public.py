@@ -93,6 +93,52 @@ async def test_the_requests_of_one_batch_are_claimed_together(redis_client: aior
     assert rejected("duplicate") == 2 and rejected("wrong_kind") == 1
 
 
+async def test_a_claim_left_without_a_job_by_a_stopped_process_is_taken_over(redis_client: aioredis.Redis) -> None:
+    """Killed between a request's claim and its job's first save, a process leaves a claim and no job: the
+    next process takes that request again, and only that one."""
+    group = "ab" * 32
+    customer = Signer(Keys.generate())
+    now = int(time.time())
+    unsaved, saved, fresh, forgotten = [
+        customer.sign_event(UnsignedEvent(customer.pubkey, now, 5050, (("i", f"job {n}", "text"), ("p", group)), ""))
+        for n in range(4)
+    ]
+    seen: list[str] = []
+
+    async def on_request(request: JobRequest) -> None:
+        seen.append(request.event.id)
+
+    def new_process(store: Store) -> tuple[PublicSide, Metrics]:
+        metrics = Metrics(members=(1, 2, 3), relays=("ws://127.0.0.1:1",), kinds=(5050,), version="test")
+        side = PublicSide(relays=("ws://127.0.0.1:1",), group_pubkey=group, kinds=(5050,),
+                          accept_unaddressed=False, store=store, metrics=metrics, on_request=on_request)
+        return side, metrics
+
+    def duplicates(metrics: Metrics) -> float:
+        value = metrics.registry.get_sample_value("dvm_sidecar_requests_rejected_total", {"reason": "duplicate"})
+        return value or 0.0
+
+    def relayed(*events: object) -> list[tuple[dict[str, object], int]]:
+        return [(json.loads(e.to_json()), len(e.to_json())) for e in events]  # type: ignore[attr-defined]
+
+    store = Store(redis_client, namespace="pub-retake", member=1)  # finished jobs kept an hour
+    for event in (unsaved, saved, forgotten):
+        assert await store.claim_request(event.id, 600, token="the stopped process")
+    await store.save_job(saved.id, b"{}", phase="running", updated_at=1.0)
+
+    side, metrics = new_process(store)
+    await side._intake(relayed(unsaved, saved, fresh))
+    assert seen == [unsaved.id, fresh.id] and duplicates(metrics) == 1
+    await side._intake(relayed(unsaved, fresh))  # from a second relay, their jobs not saved yet
+    assert seen == [unsaved.id, fresh.id] and duplicates(metrics) == 3
+
+    # Finished jobs forgotten before their requests are stale: no job may mean "finished long ago", so a
+    # claim is never taken over.
+    side, metrics = new_process(Store(redis_client, namespace="pub-retake", member=1, job_ttl=60.0))
+    await side._intake(relayed(forgotten))
+    assert seen == [unsaved.id, fresh.id] and duplicates(metrics) == 1
+
+
 async def test_an_event_just_enqueued_is_published_without_waiting_for_the_poll(
     relay: EmbeddedRelay, redis_client: aioredis.Redis, no_poll: None
 ) -> None:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from sidecar.redis_server import RedisServer
 from sidecar.resp import RespClient
-from sidecar.store import MAX_DETAIL_CHARS, OutboxItem, RecentJob, Store, StoreKeys
+from sidecar.store import MAX_DETAIL_CHARS, Claim, OutboxItem, RecentJob, Store, StoreKeys
 
 RELAY_A = "wss://relay-a.example.org"
 RELAY_B = "wss://relay-b.example.org"
@@ -91,6 +91,14 @@ async def test_a_request_is_claimed_once_and_the_claim_expires(store: Store, red
     assert await store.claim_request("req3", token="mine") is True
     assert await store.claim_request("req3", token="mine") is True  # a retry of one's own claim
     assert 0 < await redis_client.ttl(store.keys.seen_request("req1")) <= 600
+
+
+async def test_a_claim_says_whether_a_job_was_saved_under_the_request(store: Store) -> None:
+    assert await store.claim_requests([("a", 60, "one"), ("b", 60, "one")]) == [Claim.FIRST, Claim.FIRST]
+    await store.save_job("b", b"{}", phase="running", updated_at=1.0)
+    assert await store.claim_requests([("a", 60, "two"), ("b", 60, "two"), ("a", 60, "one")]) == [
+        Claim.UNSAVED, Claim.DUPLICATE, Claim.FIRST,  # the last: a retry of the first claim
+    ]
 
 
 # -- jobs
