@@ -36,6 +36,7 @@ from consensus.nip90 import MAX_EVENT_BYTES, NostrEvent
 LOOPBACK = "127.0.0.1"
 _BIND_ATTEMPTS = 5  # a free port found by probing can be taken before the relay binds it
 _RELEASE_WAIT = 5.0  # seconds to wait for the listening socket to close on stop
+_SHUTDOWN_AGAIN = 0.25  # seconds after which a shutdown the relay has not acted on is sent again
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,20 @@ class EmbeddedRelay:
         relay, self._relay, self._url = self._relay, None, None
         if relay is None or self._port is None:
             return
-        relay.shutdown()
-        del relay  # the relay also stops when its last reference is dropped
+        # A shutdown sent just after the relay started can be lost (nostr-sdk 0.45's relay may not be listening
+        # for it yet: about one start/stop in eight kept serving here), so it is sent again until the port is
+        # released.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _RELEASE_WAIT
-        while not _port_is_free(self._host, self._port) and loop.time() < deadline:
+        resend = 0.0
+        while True:
+            if loop.time() >= resend:
+                relay.shutdown()
+                resend = loop.time() + _SHUTDOWN_AGAIN
+            if _port_is_free(self._host, self._port) or loop.time() >= deadline:
+                break
             await asyncio.sleep(0.05)
+        del relay  # the relay also stops when its last reference is dropped
 
     async def __aenter__(self) -> EmbeddedRelay:
         await self.start()
