@@ -47,6 +47,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from consensus.jobstate import Phase
 from sidecar.resp import RespClient
 from sidecar.store_scripts import DUE, ENQUEUE, FINISH_JOB, RECORD_PUBLISH, SAVE_JOB
 
@@ -118,8 +119,9 @@ class Claim(Enum):
     """What a request's claim found (``Store.claim_requests``)."""
 
     FIRST = "first"  # claimed by this caller now (or a retry of this caller's claim)
-    DUPLICATE = "duplicate"  # claimed before, and a job was saved under its id
-    UNSAVED = "unsaved"  # claimed before by another caller, but no job saved under its id (yet, or ever)
+    DUPLICATE = "duplicate"  # claimed before, and its job was saved (with the request: past "pending")
+    UNSAVED = "unsaved"  # claimed before by another caller, but its job never saved with the request (yet, or
+    # ever): no job under its id, or only one known from peers' messages (phase "pending")
 
 
 @dataclass(frozen=True)
@@ -234,24 +236,27 @@ class Store:
 
     async def claim_requests(self, claims: Sequence[tuple[str, float | None, str]]) -> list[Claim]:
         """``claim_request`` for several (request id, ttl, token) at once, in one round trip; for a request
-        claimed before, also whether a job was ever saved under its id (a claimant that stopped in between
-        leaves a claim without a job)."""
+        claimed before, also whether its job was saved with the request (a claimant that stopped in between
+        leaves a claim without one)."""
         commands: list[list[Any]] = []
         for request_id, ttl, token in claims:
             key = self.keys.seen_request(_check_id(request_id, "request_id"))
             px = self._dedupe_ttl_ms if ttl is None else _ms(ttl, "ttl")
-            commands += [["SET", key, token, "NX", "PX", px], ["GET", key], ["EXISTS", self.keys.job(request_id)]]
+            job_phase = ["HGET", self.keys.job(request_id), "phase"]
+            commands += [["SET", key, token, "NX", "PX", px], ["GET", key], job_phase]
         replies = await self._run_all(commands)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         answers = []
         for i, (_, _, token) in enumerate(claims):
-            set_now, holder, saved = replies[3 * i: 3 * i + 3]
+            set_now, holder, phase = replies[3 * i: 3 * i + 3]
             if set_now is not None or _text(cast(bytes, holder or b"")) == token:
                 answers.append(Claim.FIRST)
+            elif phase is None or _text(cast(bytes, phase)) == Phase.PENDING.value:
+                answers.append(Claim.UNSAVED)
             else:
-                answers.append(Claim.DUPLICATE if saved else Claim.UNSAVED)
+                answers.append(Claim.DUPLICATE)
         return answers
 
     # -- jobs

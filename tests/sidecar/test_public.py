@@ -99,9 +99,9 @@ async def test_a_claim_left_without_a_job_by_a_stopped_process_is_taken_over(red
     group = "ab" * 32
     customer = Signer(Keys.generate())
     now = int(time.time())
-    unsaved, saved, fresh, forgotten = [
+    unsaved, saved, fresh, forgotten, heard_of = [
         customer.sign_event(UnsignedEvent(customer.pubkey, now, 5050, (("i", f"job {n}", "text"), ("p", group)), ""))
-        for n in range(4)
+        for n in range(5)
     ]
     seen: list[str] = []
 
@@ -122,21 +122,22 @@ async def test_a_claim_left_without_a_job_by_a_stopped_process_is_taken_over(red
         return [(json.loads(e.to_json()), len(e.to_json())) for e in events]  # type: ignore[attr-defined]
 
     store = Store(redis_client, namespace="pub-retake", member=1)  # finished jobs kept an hour
-    for event in (unsaved, saved, forgotten):
+    for event in (unsaved, saved, forgotten, heard_of):
         assert await store.claim_request(event.id, 600, token="the stopped process")
     await store.save_job(saved.id, b"{}", phase="running", updated_at=1.0)
+    await store.save_job(heard_of.id, b"{}", phase="pending", updated_at=1.0)  # from peers' announces only
 
     side, metrics = new_process(store)
-    await side._intake(relayed(unsaved, saved, fresh))
-    assert seen == [unsaved.id, fresh.id] and duplicates(metrics) == 1
+    await side._intake(relayed(unsaved, saved, fresh, heard_of))
+    assert seen == [unsaved.id, fresh.id, heard_of.id] and duplicates(metrics) == 1
     await side._intake(relayed(unsaved, fresh))  # from a second relay, their jobs not saved yet
-    assert seen == [unsaved.id, fresh.id] and duplicates(metrics) == 3
+    assert seen == [unsaved.id, fresh.id, heard_of.id] and duplicates(metrics) == 3
 
     # Finished jobs forgotten before their requests are stale: no job may mean "finished long ago", so a
     # claim is never taken over.
     side, metrics = new_process(Store(redis_client, namespace="pub-retake", member=1, job_ttl=60.0))
     await side._intake(relayed(forgotten))
-    assert seen == [unsaved.id, fresh.id] and duplicates(metrics) == 1
+    assert seen == [unsaved.id, fresh.id, heard_of.id] and duplicates(metrics) == 1
 
 
 async def test_an_event_just_enqueued_is_published_without_waiting_for_the_poll(

@@ -94,11 +94,12 @@ async def test_a_request_is_claimed_once_and_the_claim_expires(store: Store, red
 
 
 async def test_a_claim_says_whether_a_job_was_saved_under_the_request(store: Store) -> None:
-    assert await store.claim_requests([("a", 60, "one"), ("b", 60, "one")]) == [Claim.FIRST, Claim.FIRST]
+    claims = [("a", 60, "one"), ("b", 60, "one"), ("c", 60, "one")]
+    assert await store.claim_requests(claims) == [Claim.FIRST] * 3
     await store.save_job("b", b"{}", phase="running", updated_at=1.0)
-    assert await store.claim_requests([("a", 60, "two"), ("b", 60, "two"), ("a", 60, "one")]) == [
-        Claim.UNSAVED, Claim.DUPLICATE, Claim.FIRST,  # the last: a retry of the first claim
-    ]
+    await store.save_job("c", b"{}", phase="pending", updated_at=1.0)  # known from peers only
+    again = [("a", 60, "two"), ("b", 60, "two"), ("c", 60, "two"), ("a", 60, "one")]  # the last: a retry
+    assert await store.claim_requests(again) == [Claim.UNSAVED, Claim.DUPLICATE, Claim.UNSAVED, Claim.FIRST]
 
 
 # -- jobs
