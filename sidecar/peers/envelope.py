@@ -17,8 +17,8 @@ with the member's key (libsecp256k1 through coincurve; bad signature); an id not
 is remembered, so junk costs no memory.
 
 The message id is the event id (``<event id>/<index>`` for the messages of a batch). Secrets never reach a
-log, an exception or a repr: the identity key's bytes are read once, to derive each member's NIP-44
-conversation key (``nip44``) and the signing keypair (``sidecar.schnorr``), which the codec keeps in memory.
+log, an exception or a repr: the identity key's bytes are read only at start, to derive each member's NIP-44
+conversation key (``nip44``) and to make the signing keypair (``sidecar.schnorr``), both kept in memory.
 """
 
 from __future__ import annotations
