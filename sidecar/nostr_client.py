@@ -30,9 +30,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,24 +87,34 @@ def signature_valid(event: NostrEvent) -> bool:
         return False
 
 
-def _quick_ack(ws: aiohttp.ClientWebSocketResponse) -> Callable[[], None]:
+@contextlib.contextmanager
+def _quick_ack(ws: aiohttp.ClientWebSocketResponse) -> Iterator[Callable[[], None]]:
     """Acknowledge what the relay sends at once instead of up to 40 ms later (Linux's delayed ACK).
 
     A relay that writes without TCP_NODELAY (nostr-sdk's LocalRelay) holds each small message back until the
     previous one is acknowledged (Nagle); with the client's delayed ACK that is 20-40 ms per message, most of a
-    job's latency on loopback. TCP_QUICKACK is not sticky, so it is set again after every read.
+    job's latency on loopback. TCP_QUICKACK is not sticky, so it is set again after every read: through a
+    socket object of our own on a duplicate of the connection's descriptor, made once (uvloop's stand-in
+    socket makes a new socket object for every call), closed when the connection's reading ends.
     """
     transport = ws.get_extra_info("socket")
     option = getattr(socket, "TCP_QUICKACK", None)
     if transport is None or option is None:
-        return lambda: None
+        yield lambda: None
+        return
+    try:
+        own = socket.socket(fileno=os.dup(transport.fileno()))
+    except OSError:
+        yield lambda: None
+        return
 
     def ack_now() -> None:
         with contextlib.suppress(OSError):
-            transport.setsockopt(socket.IPPROTO_TCP, option, 1)
+            own.setsockopt(socket.IPPROTO_TCP, option, 1)
 
-    ack_now()
-    return ack_now
+    with own:
+        ack_now()
+        yield ack_now
 
 
 @dataclass(frozen=True)
@@ -229,14 +240,14 @@ class RelayConnection:
             await ws.send_str(dumps_compact(["REQ", subscription, *filters()]))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        ack_now = _quick_ack(ws)
-        async for frame in ws:
-            ack_now()
-            if frame.type is aiohttp.WSMsgType.TEXT:
-                self._handle(ws, frame.data)
-            elif frame.type is aiohttp.WSMsgType.ERROR:
-                log.info("relay %s: connection error: %s", self.url, ws.exception())
-                return
+        with _quick_ack(ws) as ack_now:
+            async for frame in ws:
+                ack_now()
+                if frame.type is aiohttp.WSMsgType.TEXT:
+                    self._handle(ws, frame.data)
+                elif frame.type is aiohttp.WSMsgType.ERROR:
+                    log.info("relay %s: connection error: %s", self.url, ws.exception())
+                    return
 
     def _handle(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
         size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

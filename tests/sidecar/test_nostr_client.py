@@ -4,7 +4,9 @@ does (junk, oversize, CLOSED, silence), against a small aiohttp websocket server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -272,6 +274,42 @@ async def test_aiohttp_session_is_closed_on_stop(relay: EmbeddedRelay) -> None:
     assert isinstance(session, aiohttp.ClientSession)
     await pool.stop()
     assert session.closed
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_connections_that_end_leave_no_socket_open() -> None:
+    """Each connection's reader holds a duplicate of its socket (to acknowledge reads at once): it is closed
+    with the connection, through relay restarts and the pool's stop."""
+    port = free_port()
+    relay = EmbeddedRelay(port=port)
+    url = await relay.start()
+    try:
+        await asyncio.sleep(0.2)
+        before = _open_sockets()
+        pool = RelayPool([url], Sink(), retry=0.1)
+        await pool.start()
+        for _ in range(3):  # the relay goes away and comes back: the pool connects again each time
+            await relay.stop()
+            relay = EmbeddedRelay(port=port)
+            await relay.start()
+            event = note(Keys.generate(), "after a restart", Keys.generate())
+            async with asyncio.timeout(10):  # the first try may still meet the connection that just ended
+                while not (await pool.publish(event, event["id"]))[url].accepted:
+                    await asyncio.sleep(0.05)
+        await pool.stop()
+        async with asyncio.timeout(10):
+            while _open_sockets() > before:
+                await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
 
 
 def test_event_id_of_reads_the_id_with_or_without_parsing() -> None:
