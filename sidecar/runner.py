@@ -2,6 +2,9 @@
 
 Rules it keeps:
 - one input at a time per job (a lock per job), so the core sees a sequential history;
+- no input is taken before ``resume_all`` has put every unfinished job of the store in memory: a request or a
+  DVM answer arriving during a restart would otherwise start its job afresh over the state saved before
+  (the announcements peers had sent for it, say);
 - the new state is written to Redis BEFORE any effect leaves the process: a member that crashes after sending
   a share has the share's session recorded, and its nonces are gone with the process anyway; while Redis is
   away (a restart, an outage) the write is retried, holding the job's input, so no input is dropped; the
@@ -89,6 +92,7 @@ class JobRunner:
         self._timers: dict[str, dict[str, asyncio.TimerHandle]] = {}  # job id -> timer name -> handle
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._resumed = asyncio.Event()  # set by resume_all: inputs wait for it
         self._stored = RedisWait(metrics.redis_error, f"member {member.me}: job state")
         self._writes = GroupCommit(store, self._stored)
         self._unwritten: set[str] = set()  # jobs whose state in memory is newer than in Redis
@@ -111,25 +115,38 @@ class JobRunner:
         return self._states.get(job_id)
 
     async def resume_all(self) -> int:
-        """After a (re)start: pick up every job the store says is in flight, with fresh nonces."""
+        """After a (re)start: pick up every job the store says is in flight, with fresh nonces; then let the
+        inputs that arrived meanwhile in (also when this fails: they would wait for ever)."""
         count = 0
-        for job_id in await self.store.in_flight():
-            raw = await self.store.load_job(job_id)
-            if raw is None:
-                continue
-            try:
-                state = JobState.from_json(raw)
-            except ValueError:
-                log.error("job %s: stored state unreadable, left alone", job_id)
-                continue
-            async with self._lock(job_id):
-                new, effects = resume(self.member, state, self.clock())
-                await self._commit(job_id, state, new, effects)
-            count += 1
+        try:
+            for job_id in await self.store.in_flight():
+                raw = await self.store.load_job(job_id)
+                if raw is None:
+                    continue
+                try:
+                    state = JobState.from_json(raw)
+                except ValueError:
+                    log.error("job %s: stored state unreadable, left alone", job_id)
+                    continue
+                async with self._lock(job_id):
+                    new, effects = resume(self.member, state, self.clock())
+                    if new is state and not effects:  # finished: nothing to pick up
+                        continue
+                    if new is state:  # nothing to save (no commitment of its own to renew): the DVM run
+                        self._states[job_id] = new  # and the timers are set going all the same
+                        await self._execute(job_id, effects)
+                    else:
+                        await self._commit(job_id, state, new, effects)
+                count += 1
+            self.metrics.set_jobs_in_flight(len(self._states))
+        finally:
+            self._resumed.set()
         return count
 
     async def feed(self, event: Input) -> None:
         """Apply one input to its job; never raises for a peer's fault (the core records evidence)."""
+        if not self._resumed.is_set():
+            await self._resumed.wait()
         job_id = event.job_id
         if self._closed or (job_id in self._finished and not isinstance(event, TimerFired)):
             if job_id in self._finished:
@@ -167,6 +184,7 @@ class JobRunner:
 
     async def close(self) -> None:
         self._closed = True
+        self._resumed.set()  # inputs still waiting for a resume see the runner closed
         for timers in self._timers.values():
             for handle in timers.values():
                 handle.cancel()

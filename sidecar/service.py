@@ -3,7 +3,8 @@ Redis and HTTP. It holds no protocol logic of its own: every decision is the cor
 
 Start order matters: the store and the runner first, then peers and the DVM side (so answers have somewhere to
 go), then the public side (so requests only arrive once everything can handle them), then the jobs a previous
-process left in flight are resumed with fresh nonces.
+process left in flight are resumed with fresh nonces; the inputs that arrive meanwhile wait in the runner until
+that is done.
 """
 
 from __future__ import annotations

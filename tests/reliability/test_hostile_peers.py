@@ -133,6 +133,7 @@ async def test_a_flood_of_made_up_jobs_from_one_peer_is_capped_and_leaves_nothin
 
     runner = JobRunner(Member(federation, packages[1]), store, metrics_,
                        Outlets(send=send, run_dvm=run_dvm, published=lambda *_: None), clock=lambda: 1000.0)
+    await runner.resume_all()
     try:
         flood = _made_up(Member(federation, packages[3]), runner.orphan_cap + 100)
         for message in flood:

@@ -82,6 +82,7 @@ async def test_a_job_input_that_arrives_while_redis_is_away_is_held_not_dropped(
 
     store = Store(client, namespace="outage", member=1)
     runner = JobRunner(member, store, metrics, Outlets(send=send, run_dvm=run_dvm, published=lambda *_: None))
+    await runner.resume_all()  # nothing in flight: inputs are taken from here on
     request = parse_job_request(UnsignedEvent(
         "ab" * 32, 1000, 5050, (("i", "hello", "text"), ("p", federation.pubkey)), "",
     ).with_signature(bytes(64)))
